@@ -171,7 +171,6 @@ def up(
     stack = Stack(
         settings,
         run_dir=RUN_DIR,
-        config_file=state.config_file,
         models_dir=models_dir,
         local_models=local_models,
         progress=lambda message: console.print(f"[dim]·[/] {message}"),

@@ -6,7 +6,7 @@ signal stops its whole tree), waits until each is healthy, and records what it s
 
 Example::
 
-    stack = Stack(settings, run_dir=Path("var/stack"), config_file=LOCAL_PROFILE)
+    stack = Stack(settings, run_dir=Path("var/stack"), models_dir=Path("models"))
     with stack:            # start() ... stop()
         ...                # send traffic with streams.RouterClient
 """
@@ -26,8 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
+import yaml
+from pydantic import SecretStr
 
 from deploy.admin import create_topics
 from deploy.broker import KafkaBroker
@@ -35,7 +38,9 @@ from deploy.models import LOCAL_MODELS, pull
 from schemas.errors import RouterError
 from schemas.settings import Settings
 
-__all__ = ["LOCAL_PROFILE", "Component", "Stack", "StackError", "stop_recorded"]
+__all__ = [
+    "LOCAL_PROFILE", "Component", "Stack", "StackError", "stop_recorded", "write_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +63,28 @@ class Component:
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+
+
+def _plain(value: Any) -> Any:
+    # Settings as plain YAML-able data, secrets included: the children need them to work.
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_settings(settings: Settings, path: Path) -> Path:
+    """Write the resolved settings for child processes (mode 0600: it may hold API keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(yaml.safe_dump(_plain(settings.model_dump()), sort_keys=False))
+    return path
 
 
 def _port(url: str) -> int:
@@ -106,7 +133,6 @@ class Stack:
         settings: Settings,
         *,
         run_dir: Path,
-        config_file: Path | None,
         models_dir: Path,
         local_models: bool = True,
         start_broker: bool = True,
@@ -114,7 +140,7 @@ class Stack:
     ) -> None:
         self.settings = settings
         self.run_dir = run_dir
-        self.config_file = config_file
+        self.config_file = run_dir / "settings.yaml"
         self.models_dir = models_dir
         self.local_models = local_models
         self.start_broker = start_broker
@@ -137,10 +163,7 @@ class Stack:
     # -- plan -------------------------------------------------------------------------------
 
     def _cli(self, *args: str) -> list[str]:
-        argv = [sys.executable, "-m", "deploy"]
-        if self.config_file is not None:
-            argv += ["--config", str(self.config_file)]
-        return argv + list(args)
+        return [sys.executable, "-m", "deploy", "--config", str(self.config_file), *args]
 
     def plan(self) -> list[Component]:
         """The processes to start, in order (the broker is handled separately)."""
@@ -213,8 +236,10 @@ class Stack:
             ]
             pull(self.models_dir, [m.name for m in needed], progress=self.progress)
         self.components = self.plan()
-        env = dict(os.environ)
-        env.setdefault("LLM_ROUTER_KAFKA__BOOTSTRAP_SERVERS", self.settings.kafka.bootstrap_servers)
+        write_settings(self.settings, self.config_file)
+        # The children read the resolved settings file; LLM_ROUTER_* variables would override
+        # it field by field, so they are not passed on.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_ROUTER_")}
         for component in self.components:
             component.log_path = self.run_dir / f"{component.name}.log"
             log = component.log_path.open("ab")

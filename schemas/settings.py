@@ -344,6 +344,5 @@ class Settings(BaseSettings):
                     file_source = YamlConfigSettingsSource(settings_cls, yaml_file=path)
                 return (init_settings, env_settings, file_source, file_secret_settings)
 
-        _FromFile.__name__ = cls.__name__
-        settings: Settings = _FromFile(**overrides)
-        return settings
+        # Re-validated as the plain class (no sources read again): callers get a `Settings`.
+        return cls.model_validate(dict(_FromFile(**overrides)))

@@ -1,0 +1,137 @@
+"""Kafka client options and topic creation.
+
+:func:`kafka_client_kwargs` is the one place that turns :class:`KafkaSettings` into aiokafka
+keyword arguments; every producer, consumer and admin client is built from it::
+
+    producer = AIOKafkaProducer(**kafka_client_kwargs(settings.kafka), acks="all")
+
+:func:`create_topics` makes the router's topics up front (``llm-router topics create``)::
+
+    created = await create_topics(settings.kafka, settings.topics, settings.chain)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import for_code
+from aiokafka.helpers import create_ssl_context
+
+from schemas.errors import RouterError
+from schemas.settings import KafkaSettings, TopicSettings
+
+__all__ = ["TopicCreationError", "create_topics", "kafka_client_kwargs", "topic_plan"]
+
+logger = logging.getLogger(__name__)
+
+# Kafka error codes create_topics treats as success.
+_NO_ERROR = 0
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicCreationError(RouterError):
+    """The broker refused to create a topic; ``errors`` maps topic name to the reason."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        details = "; ".join(f"{topic}: {reason}" for topic, reason in sorted(errors.items()))
+        super().__init__(f"could not create {len(errors)} topic(s): {details}")
+        self.errors = errors
+
+
+def kafka_client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka client keyword arguments (producer, consumer or admin) for ``kafka``.
+
+    SASL credentials are unwrapped from their ``SecretStr`` here and nowhere else; an SSL
+    context is built from the configured CA, certificate and key files.
+    """
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "client_id": kafka.client_id,
+        "security_protocol": kafka.security_protocol,
+        "request_timeout_ms": kafka.request_timeout_ms,
+    }
+    if kafka.security_protocol.startswith("SASL"):
+        kwargs["sasl_mechanism"] = kafka.sasl_mechanism
+        kwargs["sasl_plain_username"] = kafka.sasl_username
+        kwargs["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password is not None else None
+        )
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = create_ssl_context(
+            cafile=kafka.ssl_cafile,
+            certfile=kafka.ssl_certfile,
+            keyfile=kafka.ssl_keyfile,
+        )
+    return kwargs
+
+
+def topic_plan(topics: TopicSettings, chain: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Every topic the router uses, in pipeline order, with its topic configs."""
+    retention = {"retention.ms": str(topics.retention_ms)}
+    plan = {topics.requests: retention}
+    plan.update({topics.tier(name): retention for name in chain})
+    plan[topics.uproute] = retention
+    plan[topics.responses] = retention
+    plan[topics.deadletter] = {"retention.ms": str(topics.deadletter_retention_ms)}
+    return plan
+
+
+async def create_topics(
+    kafka: KafkaSettings, topics: TopicSettings, chain: Sequence[str]
+) -> list[str]:
+    """Create the requests, per-tier, up-route, responses and dead-letter topics.
+
+    Idempotent: topics that already exist are left as they are (their partition count and
+    configs are not changed) and logged. Returns the names created by this call, in pipeline
+    order. Raises :class:`TopicCreationError` if the broker refuses any topic.
+    """
+    plan = topic_plan(topics, chain)
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(kafka))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in plan if name not in existing]
+        for name in plan:
+            if name in existing:
+                logger.info("topic %s already exists", name)
+        if not missing:
+            return []
+        new_topics = [
+            NewTopic(
+                name=name,
+                num_partitions=topics.partitions,
+                replication_factor=topics.replication_factor,
+                topic_configs=plan[name],
+            )
+            for name in missing
+        ]
+        response = await admin.create_topics(new_topics)
+    finally:
+        await admin.close()
+
+    created: list[str] = []
+    errors: dict[str, str] = {}
+    for topic_error in response.topic_errors:
+        # v0: (topic, error_code); v1 and later: (topic, error_code, error_message).
+        name, code = topic_error[0], topic_error[1]
+        if code == _NO_ERROR:
+            created.append(name)
+        elif code == _TOPIC_ALREADY_EXISTS:
+            logger.info("topic %s already exists (created concurrently)", name)
+        else:
+            message = topic_error[2] if len(topic_error) > 2 and topic_error[2] else ""
+            errors[name] = f"{for_code(code).__name__}: {message}".rstrip(": ")
+    if errors:
+        raise TopicCreationError(errors)
+    for name in created:
+        logger.info(
+            "created topic %s (%d partitions, replication factor %d, %s)",
+            name,
+            topics.partitions,
+            topics.replication_factor,
+            plan[name],
+        )
+    return [name for name in plan if name in created]
