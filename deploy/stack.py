@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -136,6 +136,7 @@ class Stack:
         models_dir: Path,
         local_models: bool = True,
         start_broker: bool = True,
+        worker_ports: Mapping[str, int] | None = None,
         progress: Progress = lambda message: None,
     ) -> None:
         self.settings = settings
@@ -144,6 +145,11 @@ class Stack:
         self.models_dir = models_dir
         self.local_models = local_models
         self.start_broker = start_broker
+        # Health/metrics port of each tier's worker; by default the ports after the router's.
+        base = (settings.router.metrics_port or 9400) + 1
+        self.worker_ports = dict(worker_ports or {
+            tier: base + index for index, tier in enumerate(settings.chain)
+        })
         self.progress = progress
         self.components: list[Component] = []
         self._broker_started = False
@@ -194,9 +200,8 @@ class Stack:
             argv=self._cli("router"),
             health_url=f"http://127.0.0.1:{router_port}/metrics" if router_port else None,
         ))
-        base_port = router_port + 1 if router_port else 9401
-        for index, tier in enumerate(self.settings.chain):
-            port = base_port + index
+        for tier in self.settings.chain:
+            port = self.worker_ports[tier]
             components.append(Component(
                 name=f"worker-{tier}",
                 argv=self._cli("worker", "--tier", tier),
