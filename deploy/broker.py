@@ -50,6 +50,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -367,6 +368,15 @@ def _process_is_our_broker(pid: int, properties: Path) -> bool:
     return _SERVER_CLASS.encode() in cmdline and str(properties).encode() in cmdline
 
 
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask Linux for SIGTERM when the parent goes.
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _tail(lines: list[str], count: int) -> str:
     return "\n".join(lines[-count:])
 
@@ -381,8 +391,12 @@ def _cause(lines: list[str]) -> str:
 
 
 def _new_cluster_id() -> str:
-    # Kafka's Uuid.randomUuid().toString(): url-safe base64 of 16 random bytes, unpadded.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    # Kafka's Uuid.randomUuid().toString(): url-safe base64 of 16 random bytes, unpadded,
+    # and like Kafka never with a leading "-" (the storage tool would read it as an option).
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class KafkaBroker:
@@ -407,8 +421,12 @@ class KafkaBroker:
             broker.stop()
     """
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(self, settings: BrokerSettings, *, die_with_parent: bool = False) -> None:
+        """``die_with_parent=True`` (Linux; test fixtures) SIGTERMs the broker when the
+        thread that started it exits, so a killed test run leaves no JVM behind. The default
+        lets the broker outlive its starter, as ``llm-router broker start`` needs."""
         self._settings = settings
+        self._die_with_parent = die_with_parent
         self._data_dir = settings.data_dir.expanduser().resolve()
         # Set only in the process that started the broker: lets it reap the child.
         self._process: subprocess.Popen[bytes] | None = None
@@ -641,9 +659,10 @@ class KafkaBroker:
         if (self.log_dirs / "meta.properties").is_file():
             return
         id_file = self._data_dir / "cluster.id"
-        if not id_file.is_file():
-            id_file.write_text(_new_cluster_id() + "\n", encoding="ascii")
-        cluster_id = id_file.read_text(encoding="ascii").strip()
+        cluster_id = id_file.read_text(encoding="ascii").strip() if id_file.is_file() else ""
+        if not cluster_id or cluster_id.startswith("-"):
+            cluster_id = _new_cluster_id()
+            id_file.write_text(cluster_id + "\n", encoding="ascii")
         cmd = [
             java,
             *self._jvm_args(),
@@ -707,6 +726,7 @@ class KafkaBroker:
                 stderr=subprocess.STDOUT,
                 cwd=self._data_dir,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if self._die_with_parent else None,
             )
         pid = self._process.pid
         self.pid_file.write_text(f"{pid}\n", encoding="ascii")
