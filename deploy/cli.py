@@ -270,8 +270,17 @@ def _mount_optional_commands() -> None:
     # Each package owns its commands; they are mounted here so that `llm-router --help` lists
     # everything. Their heavy imports happen inside the commands.
     from classifier_onnx.cli import app as classifier_app
+    from deploy.asyncapi import asyncapi_export
+    from deploy.replay import deadletter_replay
     from streams.cli import router
     from workers.cli import worker
+
+    deadletter_app = typer.Typer(help="Inspect and replay dead letters.")
+    deadletter_app.command("replay")(deadletter_replay)
+    app.add_typer(deadletter_app, name="deadletter")
+    schema_app.command("asyncapi", help="Write the AsyncAPI 3 document of every topic.")(
+        asyncapi_export
+    )
 
     app.add_typer(classifier_app, name="classifier", help="Build data, train, export, evaluate.")
     app.command("router", help="Run the scoring and up-route agents (Faust).")(router)

@@ -183,9 +183,9 @@ def test_json_schema_export(tmp_path: object) -> None:
 
 
 def test_exported_schema_validates_real_messages(tmp_path: object) -> None:
-    import jsonschema
-
     from pathlib import Path
+
+    import jsonschema
 
     assert isinstance(tmp_path, Path)
     export_json_schemas(tmp_path)

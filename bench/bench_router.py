@@ -1,0 +1,334 @@
+"""Router stage benchmark: latency at a fixed rate and the sustained ceiling, beside the
+classifier alone, on this machine, in one run. Prints numbers; not a test.
+
+    .venv/bin/python bench/bench_router.py --bootstrap 127.0.0.1:9092 --rate 200 --seconds 20
+
+Without ``--bootstrap`` it starts a throwaway Apache Kafka (``deploy.broker``) first.
+
+Latency is measured with Kafka timestamps, both set on this host: the request record's
+CreateTime (set when the bench produced it) to the scored record's CreateTime (set when the
+router produced it). The router runs as its own process (``python -m streams``); the
+breakdown comes from its Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deploy.admin import create_topics, kafka_client_kwargs  # noqa: E402
+from schemas.codec import encode  # noqa: E402
+from schemas.messages import ChatMessage, RouteRequest  # noqa: E402
+from schemas.settings import KafkaSettings, Settings, TopicSettings  # noqa: E402
+
+SAMPLES = ROOT / "classifier_onnx" / "model" / "sample_prompts.jsonl"
+
+
+def load_samples() -> list[dict[str, Any]]:
+    lines = SAMPLES.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def make_request(sample: dict[str, Any]) -> RouteRequest:
+    return RouteRequest(
+        user_id=f"u-{uuid.uuid4().hex[:4]}",
+        conversation_id=f"c-{uuid.uuid4().hex[:12]}",
+        tools=sample.get("tools") or [],
+        messages=[ChatMessage(role=m["role"], content=m["content"]) for m in sample["messages"]],
+    )
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def classifier_alone(batch_max: int, seconds: float, threads: int) -> dict[str, float]:
+    from classifier_onnx import Scorer
+    from streams.scorer import render
+
+    scorer = Scorer.load(threads=threads)
+    texts = [render(make_request(s), turn=1) for s in load_samples()]
+    scorer.score(texts[:batch_max])
+    done, batches, i = 0, 0, 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        batch = [texts[(i + k) % len(texts)] for k in range(batch_max)]
+        scorer.score(batch)
+        i += batch_max
+        done += batch_max
+        batches += 1
+    elapsed = time.perf_counter() - started
+    return {"per_s": done / elapsed, "ms_per_batch": 1000 * elapsed / batches}
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")) and not sample.labels:
+                out[sample.name] = sample.value
+    return out
+
+
+def breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    def mean(name: str) -> float:
+        n = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
+        s = after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)
+        return s / n if n else float("nan")
+
+    return {
+        "fetch+batching wait ms (per request)": 1000 * mean("router_wait_seconds"),
+        "scoring ms (per batch)": 1000 * mean("router_scoring_seconds"),
+        "batch size (mean)": mean("router_batch_size"),
+        "produce+ack ms (per batch)": 1000 * mean("router_produce_seconds"),
+        "produced->routed ms (per request)": 1000 * mean("router_stage_seconds"),
+    }
+
+
+class Bench:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.kafka = settings.kafka
+        self.tier_topics = [settings.topics.tier(t) for t in settings.chain]
+        self.produced: dict[str, float] = {}
+        self.scored: dict[str, float] = {}
+        self.producer = AIOKafkaProducer(**kafka_client_kwargs(self.kafka), linger_ms=0)
+        self.consumer = AIOKafkaConsumer(
+            *self.tier_topics, **kafka_client_kwargs(self.kafka),
+            group_id=f"bench-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest",
+            enable_auto_commit=False, fetch_max_wait_ms=50,
+        )
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.consumer.start()
+        self._reader = asyncio.create_task(self._read())
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=100)
+            for records in batch.values():
+                for rec in records:
+                    rid = json.loads(rec.value)["request"]["id"]
+                    self.scored[rid] = rec.timestamp / 1000.0
+
+    async def send(self, request: RouteRequest) -> asyncio.Future[Any]:
+        fut = await self.producer.send(
+            self.settings.topics.requests, encode(request),
+            key=request.conversation_id.encode(),
+        )
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if not f.exception():
+                self.produced[request.id] = f.result().timestamp / 1000.0
+
+        fut.add_done_callback(done)
+        return fut
+
+    async def wait_scored(self, ids: list[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        # The reader task fills self.scored; polling keeps the bench simple.
+        while time.monotonic() < deadline and not all(i in self.scored for i in ids):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    async def fixed_rate(self, rate: float, seconds: float) -> dict[str, float]:
+        samples = load_samples()
+        n = int(rate * seconds)
+        ids = []
+        futures = []
+        started = time.monotonic()
+        for i in range(n):
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            req = make_request(samples[i % len(samples)])
+            ids.append(req.id)
+            futures.append(await self.send(req))
+        await asyncio.gather(*futures)
+        await self.wait_scored(ids, 60)
+        lat = [1000 * (self.scored[i] - self.produced[i]) for i in ids if i in self.scored]
+        stamps = [self.scored[i] for i in ids if i in self.scored]
+        return {
+            "sent": n, "scored": len(lat),
+            "p50_ms": pct(lat, 0.50), "p95_ms": pct(lat, 0.95), "p99_ms": pct(lat, 0.99),
+            "max_ms": max(lat), "mean_ms": statistics.fmean(lat),
+            "throughput_per_s": len(stamps) / max(max(stamps) - min(stamps), 1e-9),
+        }
+
+    async def ceiling(self, n: int) -> dict[str, float]:
+        samples = load_samples()
+        reqs = [make_request(samples[i % len(samples)]) for i in range(n)]
+        futures = [await self.send(r) for r in reqs]
+        await asyncio.gather(*futures)
+        ids = [r.id for r in reqs]
+        await self.wait_scored(ids, 120)
+        stamps = sorted(self.scored[i] for i in ids if i in self.scored)
+        sent = sorted(self.produced[i] for i in ids)
+        return {
+            "requests": n, "scored": len(stamps),
+            "produce_span_s": sent[-1] - sent[0],
+            "scored_span_s": stamps[-1] - stamps[0],
+            "throughput_per_s": len(stamps) / max(stamps[-1] - stamps[0], 1e-9),
+        }
+
+
+def start_broker() -> tuple[Any, str]:
+    from deploy.broker import KafkaBroker
+    from schemas.settings import BrokerSettings
+
+    data = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    broker = KafkaBroker(BrokerSettings(data_dir=data, port=ports[0], controller_port=ports[1]))
+    broker.start()
+    return broker, broker.bootstrap_servers
+
+
+async def run(args: argparse.Namespace, bootstrap: str) -> None:
+    prefix = f"bench-{uuid.uuid4().hex[:6]}."
+    with socket_port() as metrics_port:
+        pass
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, client_id="bench"),
+        topics=TopicSettings(
+            requests=f"{prefix}llm.requests", tier_prefix=f"{prefix}llm.tier.",
+            uproute=f"{prefix}llm.uproute", responses=f"{prefix}llm.responses",
+            deadletter=f"{prefix}llm.deadletter", partitions=args.partitions,
+        ),
+        router={"app_id": f"{prefix}router", "batch_max": args.batch_max,
+                "batch_within_ms": args.within_ms, "web_port": 0, "metrics_port": metrics_port},
+        classifier={"threads": args.threads},
+    )
+    await create_topics(settings.kafka, settings.topics, settings.chain)
+
+    print(f"classifier alone ({args.classifier_seconds:.0f} s, batches of {args.batch_max}, "
+          f"{args.threads} thread):")
+    alone = classifier_alone(args.batch_max, args.classifier_seconds, args.threads)
+    print(f"  {alone['per_s']:.0f} requests/s, {alone['ms_per_batch']:.1f} ms per batch")
+
+    config = Path(tempfile.mkdtemp()) / "router.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(
+        mode="json", include={"kafka", "topics", "router", "classifier"})))
+    env = {**os.environ, "LLM_ROUTER_CONFIG": str(config), "LLM_ROUTER_LOG_LEVEL": "WARNING"}
+    router = await asyncio.create_subprocess_exec(sys.executable, "-m", "streams", env=env,
+                                                  cwd=ROOT)
+    bench = Bench(settings)
+    try:
+        await bench.start()
+        # Warm up: the router is ready when a request comes back scored.
+        warm = make_request(load_samples()[0])
+        await bench.send(warm)
+        await bench.wait_scored([warm.id], 120)
+        if warm.id not in bench.scored:
+            raise SystemExit("router did not score the warm-up request within 120 s")
+        for _ in range(3):
+            await bench.fixed_rate(50, 1)
+
+        before = scrape(metrics_port)
+        fixed = await bench.fixed_rate(args.rate, args.seconds)
+        after = scrape(metrics_port)
+        print(f"\nrouter stage at {args.rate:.0f} requests/s for {args.seconds:.0f} s "
+              "(request produced -> scored request on its tier topic):")
+        for key, value in fixed.items():
+            print(f"  {key:>18}: {value:.1f}" if isinstance(value, float) else
+                  f"  {key:>18}: {value}")
+        print("  where the time goes (means):")
+        for key, value in breakdown(before, after).items():
+            print(f"    {key}: {value:.2f}")
+
+        before = scrape(metrics_port)
+        ceiling = await bench.ceiling(args.ceiling_n)
+        after = scrape(metrics_port)
+        print(f"\nsustained ceiling ({args.ceiling_n} requests produced at once):")
+        for key, value in ceiling.items():
+            print(f"  {key:>18}: {value:.2f}" if isinstance(value, float) else
+                  f"  {key:>18}: {value}")
+        for key, value in breakdown(before, after).items():
+            print(f"    {key}: {value:.2f}")
+        ratio = ceiling["throughput_per_s"] / alone["per_s"]
+        print(f"\nceiling / classifier alone = {ratio:.2f} (goal >= 0.8); "
+              f"p99 at {args.rate:.0f}/s = {fixed['p99_ms']:.1f} ms (goal <= 50)")
+    finally:
+        await bench.stop()
+        router.terminate()
+        try:
+            await asyncio.wait_for(router.wait(), 30)
+        except TimeoutError:
+            router.kill()
+            await router.wait()
+
+
+class socket_port:  # noqa: N801 - used as a tiny context manager
+    def __enter__(self) -> int:
+        import socket
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        port: int = self._sock.getsockname()[1]
+        return port
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", help="a running broker; default: start one")
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--ceiling-n", type=int, default=4000)
+    parser.add_argument("--batch-max", type=int, default=32)
+    parser.add_argument("--within-ms", type=int, default=5)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--classifier-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    broker = None
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        broker, bootstrap = start_broker()
+    try:
+        asyncio.run(run(args, bootstrap))
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""The router process: a Faust app with its agents and tables, built by a factory.
+
+Agents (all in consumer group ``router.app_id``, at-least-once):
+
+* ``score``    ``llm.requests`` → batches of ``router.batch_max`` within
+  ``router.batch_within_ms`` → :class:`~streams.scoring.ScoringStage` → ``llm.tier.<name>``
+* ``uproute``  ``llm.uproute`` → :class:`~streams.uproute.UpRouteStage` → next tier topic,
+  ``llm.responses`` (flagged) or ``llm.deadletter``
+* ``outcomes`` ``llm.responses`` → per-user counters and the conversation latch
+
+Tables (changelog-backed; ``router.store``: ``memory://`` or ``rocksdb://``):
+``conversations`` (conversation id → turns, highest tier, last seen) and ``users``
+(user id → first-tier outcomes). Both place a key in the changelog partition the default
+Kafka partitioner picks for it, so a ``conversations`` record sits in the same partition
+number as the requests of that conversation when producers key requests by conversation id
+(the contract of ``llm.requests``).
+
+Example::
+
+    settings = Settings.load("router.yaml")
+    async with build_app(settings) as router:   # loads the ONNX classifier
+        await router.wait_ready(timeout_s=60)
+        ...                                     # route until cancelled
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, cast
+
+import faust
+from faust.types import EventT
+
+from schemas.settings import KafkaSettings, Settings
+from streams.metrics import RouterMetrics
+from streams.policy import RoutePolicy
+from streams.scorer import ScorerProtocol, load_scorer
+from streams.scoring import RouterState, ScoringStage
+from streams.topics import Record, Sink, normalize_headers
+from streams.uproute import OutcomeFeed, UpRouteStage
+
+__all__ = ["FaustSink", "RouterApp", "build_app", "record_of", "run_router", "running"]
+
+logger = logging.getLogger(__name__)
+
+_LAG_INTERVAL_S = 1.0
+
+
+def record_of(event: EventT[Any]) -> Record:
+    """The stage-facing view of a Faust event."""
+    message = event.message
+    value = event.value
+    if isinstance(value, str):
+        value = value.encode()
+    key = event.key
+    if isinstance(key, str):
+        key = key.encode()
+    return Record(
+        value=value if isinstance(value, bytes | None) else None,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=key if isinstance(key, bytes) else None,
+        headers=normalize_headers(message.headers),
+        timestamp=message.timestamp,
+    )
+
+
+class FaustSink:
+    """Publishes raw bytes through the Faust app's producer."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self._topics: dict[str, Any] = {}
+
+    async def send(
+        self, topic: str, *, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]
+    ) -> Awaitable[Any]:
+        target = self._topics.get(topic)
+        if target is None:
+            target = self._topics[topic] = self._app.topic(
+                topic, key_serializer="raw", value_serializer="raw"
+            )
+        fut: Awaitable[Any] = await target.send(key=key, value=value, headers=list(headers))
+        return fut
+
+
+def _credentials(kafka: KafkaSettings) -> Any:
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    from deploy.admin import kafka_client_kwargs
+
+    kwargs = kafka_client_kwargs(kafka)
+    if kafka.security_protocol == "SSL":
+        return faust.SSLCredentials(kwargs["ssl_context"])
+    return faust.SASLCredentials(
+        username=kwargs["sasl_plain_username"],
+        password=kwargs["sasl_plain_password"],
+        mechanism=kafka.sasl_mechanism,
+        ssl_context=kwargs.get("ssl_context"),
+    )
+
+
+def _table_store(store: str) -> str:
+    """``router.store``, with ``rocksdb://`` falling back to memory where no driver is installed."""
+    if not store.startswith("rocksdb"):
+        return store
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) is not None for m in ("rocksdict", "rocksdb")):
+        return store
+    logger.warning("router.store=%s but neither rocksdict nor rocksdb is installed: "
+                   "tables stay in memory (still recovered from their changelogs)", store)
+    return "memory://"
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    router = settings.router
+    brokers = [f"kafka://{host.strip()}" for host in settings.kafka.bootstrap_servers.split(",")]
+    return faust.App(
+        router.app_id,
+        broker=brokers,
+        broker_client_id=settings.kafka.client_id,
+        broker_credentials=_credentials(settings.kafka),
+        store=_table_store(router.store),
+        processing_guarantee="at_least_once",
+        autodiscover=False,
+        # web_port 0 turns Faust's web server (its health and stats pages) off.
+        web_enabled=router.web_port > 0,
+        web_port=router.web_port or 6066,
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        producer_acks=-1,
+    )
+
+
+class RouterApp:
+    """The router process: the Faust app, its agents and tables, the classifier, metrics.
+
+    Build it with :func:`build_app`; ``start()``/``stop()`` or ``async with``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        app: faust.App,
+        scorer: ScorerProtocol,
+        metrics: RouterMetrics,
+        sink: Sink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.app = app
+        self.scorer = scorer
+        self.metrics = metrics
+        self.policy = RoutePolicy.from_settings(settings)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-score")
+        self._sink: Sink = sink if sink is not None else FaustSink(app)
+        self._lag_task: asyncio.Task[None] | None = None
+        self._started = False
+
+        router = settings.router
+        topics = settings.topics
+        partitions = topics.partitions
+        # Raw keys hash like the producers' keys, so the default partitioner puts a record in
+        # the changelog partition numbered like the requests of its conversation.
+        table_schema: faust.Schema[str, Any] = faust.Schema(
+            key_type=str, key_serializer="raw", value_serializer="json"
+        )
+        self.conversations = app.Table(
+            "conversations", schema=table_schema, partitions=partitions, use_partitioner=True,
+            help="conversation id -> turns, highest tier index, last seen (epoch s)",
+        )
+        self.users = app.Table(
+            "users", schema=table_schema, partitions=partitions, use_partitioner=True,
+            help="user id -> outcomes and up-routes on the first tier",
+        )
+        self.state = RouterState(conversations=self.conversations, users=self.users)
+        self.scoring = ScoringStage(
+            settings, scorer=scorer, state=self.state, sink=self._sink, metrics=metrics,
+            executor=self._executor,
+        )
+        self.feed = OutcomeFeed(self.policy, self.state)
+        self.uproute = UpRouteStage(
+            settings, policy=self.policy, feed=self.feed, sink=self._sink, metrics=metrics
+        )
+
+        def raw_topic(name: str) -> faust.TopicT:
+            return app.topic(name, key_serializer="raw", value_serializer="raw", allow_empty=True)
+
+        within_s = max(router.batch_within_ms, 1) / 1000.0
+        batch_max = router.batch_max
+        scoring, uproute, feed = self.scoring, self.uproute, self.feed
+
+        async def score(stream: faust.StreamT[Any]) -> None:
+            # take_events is on faust.Stream only (not on the StreamT interface).
+            batches = cast(faust.Stream[Any], stream).take_events(batch_max, within=within_s)
+            async for events in batches:
+                await scoring.process([record_of(e) for e in events])
+
+        async def route_up(stream: faust.StreamT[Any]) -> None:
+            batches = cast(faust.Stream[Any], stream).take_events(batch_max, within=within_s)
+            async for events in batches:
+                pending = [await uproute.process(record_of(e)) for e in events]
+                await asyncio.gather(*pending)
+
+        async def outcomes(stream: faust.StreamT[Any]) -> None:
+            async for event in stream.events():
+                feed.record_response(record_of(event))
+
+        self.score_agent = app.agent(raw_topic(topics.requests), name="score")(score)
+        self.uproute_agent = app.agent(raw_topic(topics.uproute), name="uproute")(route_up)
+        self.outcomes_agent = app.agent(raw_topic(topics.responses), name="outcomes")(outcomes)
+
+    async def start(self) -> None:
+        """Serve metrics and start the Faust app (consumers, producer, table recovery)."""
+        if self._started:
+            return
+        self._started = True
+        self.metrics.start(self.settings.router.metrics_port)
+        await self.app.start()
+        self._lag_task = asyncio.create_task(self._report_lag(), name="router-lag")
+        logger.info(
+            "router %s started: %s -> %s",
+            self.settings.router.app_id, self.settings.topics.requests,
+            ", ".join(self.settings.topics.tier(t) for t in self.settings.chain),
+        )
+
+    async def stop(self) -> None:
+        """Stop consuming, flush, stop metrics (safe to call twice)."""
+        if not self._started:
+            return
+        self._started = False
+        task, self._lag_task = self._lag_task, None
+        try:
+            if task is not None:
+                task.cancel()
+                # gather(return_exceptions) absorbs the task's own cancellation while a
+                # cancellation of stop() itself still propagates.
+                await asyncio.gather(task, return_exceptions=True)
+            await self.app.stop()
+        finally:
+            self._executor.shutdown(wait=True)
+            self.metrics.stop()
+        logger.info("router %s stopped", self.settings.router.app_id)
+
+    async def __aenter__(self) -> RouterApp:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def ready(self) -> bool:
+        """Partitions assigned, tables recovered, not rebalancing."""
+        app = self.app
+        try:
+            assigned = bool(app.consumer.assignment())
+        except Exception:  # the consumer is not connected yet
+            return False
+        recovery = getattr(app.tables, "recovery", None)
+        return assigned and not app.rebalancing and bool(recovery and recovery.completed.is_set())
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until :attr:`ready`; TimeoutError after ``timeout_s``."""
+
+        async def poll() -> None:
+            # Faust signals readiness through several flags and no single event: poll them.
+            while not self.ready:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(poll(), timeout_s)
+
+    async def _report_lag(self) -> None:
+        gauge = self.metrics.consumer_lag
+        while True:
+            await asyncio.sleep(_LAG_INTERVAL_S)
+            try:
+                consumer = self.app.consumer
+                read: dict[Any, int | None] = getattr(consumer, "_read_offset", {})
+                for tp in consumer.assignment():
+                    highwater = consumer.highwater(tp)
+                    if highwater is None:
+                        continue
+                    position = read.get(tp)
+                    lag = highwater - (position + 1 if position is not None else 0)
+                    gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(max(lag, 0))
+            except Exception:  # lag is best effort: never let it take the router down
+                logger.debug("consumer lag not available", exc_info=True)
+
+
+def build_app(
+    settings: Settings,
+    *,
+    scorer: ScorerProtocol | None = None,
+    sink: Sink | None = None,
+) -> RouterApp:
+    """The router for ``settings``; ``scorer`` defaults to the shipped ONNX classifier.
+
+    ``sink`` replaces the Kafka producer (for agent tests with ``test_context()``).
+    """
+    if scorer is None:
+        scorer = load_scorer(settings.classifier)
+    return RouterApp(
+        settings, app=_faust_app(settings), scorer=scorer, metrics=RouterMetrics(), sink=sink
+    )
+
+
+async def run_router(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the router until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    import signal
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    started = time.monotonic()
+    try:
+        async with build_app(settings) as router:
+            logger.info("metrics on port %s", router.metrics.port)
+            await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        logger.info("router ran %.1f s", time.monotonic() - started)
+
+
+@contextlib.asynccontextmanager
+async def running(router: RouterApp, *, ready_timeout_s: float = 60.0) -> AsyncIterator[RouterApp]:
+    """Start ``router``, wait until it is ready, stop it on exit."""
+    await router.start()
+    try:
+        await router.wait_ready(ready_timeout_s)
+        yield router
+    finally:
+        await router.stop()

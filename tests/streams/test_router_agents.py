@@ -1,0 +1,210 @@
+"""The Faust agents through ``agent.test_context()`` and the stages with a fake sink."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from router_helpers import FakeScorer, FakeSink, request
+
+from schemas.codec import decode, encode
+from schemas.messages import Attempt, DeadLetter, RouteInfo, RouteResponse, ScoredRequest
+from schemas.messages import UpRouteEvent as Event
+from schemas.settings import Settings
+from streams import (
+    OutcomeFeed,
+    Record,
+    RouterApp,
+    RouterMetrics,
+    RouterState,
+    ScoringStage,
+    UpRouteStage,
+    build_app,
+)
+
+
+def without_producer(router: RouterApp) -> RouterApp:
+    """Tables place keys with the producer's partitioner, and test_context runs no producer:
+    pin every key to partition 0 (changelog sends then wait in the idle producer's buffer)."""
+    for table in (router.conversations, router.users):
+        table.partition_for_key = lambda key: 0  # type: ignore[method-assign]
+    return router
+
+
+def close_unstarted(router: RouterApp) -> None:
+    """test_context makes Faust build its consumer, whose thread owns a fresh event loop that
+    only ``app.stop()`` of a started app would close: close it here."""
+    consumer = router.app._consumer
+    if consumer is not None:
+        consumer._thread.thread_loop.close()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(router={"app_id": "router-unit", "web_port": 0, "metrics_port": 0,
+                            "batch_max": 8, "max_request_bytes": 2048})
+
+
+async def test_score_agent_test_context(
+    settings: Settings, fake_scorer: FakeScorer, fake_sink: FakeSink
+) -> None:
+    router = without_producer(build_app(settings, scorer=fake_scorer, sink=fake_sink))
+    good = [request(f"q [score={s}]", conversation="c-1") for s in (0.1, 0.5, 0.9)]
+    async with router.score_agent.test_context() as agent:
+        for req in good:
+            await agent.put(encode(req), key=b"c-1", headers=[("traceparent", b"00-t-s-01")],
+                            wait=False)
+        await agent.put(b"{broken", key=b"k", wait=False)
+        await fake_sink.wait_for(4)
+    close_unstarted(router)
+    tiers = fake_sink.on(settings.topics.tier("fast")) + fake_sink.on(
+        settings.topics.tier("frontier"))
+    scored = sorted((decode(ScoredRequest, s.value) for s in tiers), key=lambda s: s.score)
+    # Turns count within the conversation; the third turn latches to frontier anyway.
+    assert [s.features.turn for s in scored] == [1, 3]
+    [mid] = fake_sink.on(settings.topics.tier("balanced"))
+    assert decode(ScoredRequest, mid.value).features.turn == 2
+    assert all(dict(s.headers)["traceparent"] == b"00-t-s-01" for s in tiers)
+    [letter] = fake_sink.on(settings.topics.deadletter)
+    dead = decode(DeadLetter, letter.value)
+    assert (dead.stage, dead.error_kind, dead.original) == ("ingest", "not_json", b"{broken")
+    assert router.state.conversation("c-1").turns == 3
+    assert router.state.conversation("c-1").tier_index == 2
+
+
+async def test_uproute_agent_test_context(settings: Settings, fake_sink: FakeSink) -> None:
+    router = without_producer(build_app(settings, scorer=FakeScorer(), sink=fake_sink))
+    scored = ScoredRequest(request=request("x", user="u-9"), score=0.1, category="general",
+                           tier="fast", reason="score", model="pinned",
+                           attempts=[Attempt(tier="fast", model="m", outcome="timeout")])
+    async with router.uproute_agent.test_context() as agent:
+        await agent.put(encode(Event(scored=scored, cause="timeout")), wait=False)
+        await agent.put(b"nope", wait=False)
+        await fake_sink.wait_for(2)
+    close_unstarted(router)
+    [sent] = fake_sink.on(settings.topics.tier("balanced"))
+    again = decode(ScoredRequest, sent.value)
+    assert again.tier == "balanced" and again.model is None
+    assert again.tiers_tried == ["fast"] and "up-routed to balanced" in (again.detail or "")
+    assert sent.key == scored.request.conversation_id.encode()
+    [letter] = fake_sink.on(settings.topics.deadletter)
+    assert decode(DeadLetter, letter.value).stage == "uproute"
+    assert router.state.user("u-9").outcomes == 1
+    assert router.state.user("u-9").uproutes == 1
+
+
+def _response(tier: str, *, flagged: bool = False, conversation: str = "c-r") -> RouteResponse:
+    return RouteResponse(
+        request_id="r-1", conversation_id=conversation, user_id="u-r", content="ok",
+        flagged=flagged,
+        route=RouteInfo(tier=tier, model="m", category="general", score=0.1, reason="score",
+                        tiers_tried=[tier], attempts=[], total_latency_ms=1.0),
+    )
+
+
+def test_outcome_feed_counts_and_latches(settings: Settings) -> None:
+    from streams import RoutePolicy
+
+    state = RouterState(conversations={}, users={})
+    feed = OutcomeFeed(RoutePolicy.from_settings(settings), state, clock=lambda: 100.0)
+    feed.answered(_response("fast"))
+    feed.answered(_response("fast", flagged=True))
+    assert (state.user("u-r").outcomes, state.user("u-r").uproutes) == (2, 1)
+    feed.answered(_response("frontier"))
+    assert state.user("u-r").outcomes == 2  # only first-tier outcomes count
+    assert state.conversation("c-r").tier_index == 2
+    feed.answered(_response("balanced"))   # never lowers the latch
+    assert state.conversation("c-r").tier_index == 2
+    feed.record_response(Record(value=b"junk", topic="t"))  # logged, skipped
+
+
+async def test_scoring_stage_dead_letters_when_classifier_fails(settings: Settings) -> None:
+    class Broken:
+        def score(self, texts: object) -> list[object]:
+            raise RuntimeError("onnx exploded")
+
+    sink = FakeSink()
+    stage = ScoringStage(settings, scorer=Broken(), state=RouterState({}, {}), sink=sink,
+                         metrics=RouterMetrics())
+    req = request("hi")
+    await stage.process([Record(value=encode(req), topic="req", partition=2, offset=7)])
+    [letter] = sink.on(settings.topics.deadletter)
+    dead = decode(DeadLetter, letter.value)
+    assert (dead.stage, dead.error_kind, dead.request_id) == ("score", "RuntimeError", req.id)
+    assert (dead.source_partition, dead.source_offset) == (2, 7)
+
+
+async def test_scoring_stage_batches_into_one_call(
+    settings: Settings, fake_scorer: FakeScorer
+) -> None:
+    sink = FakeSink()
+    stage = ScoringStage(settings, scorer=fake_scorer, state=RouterState({}, {}), sink=sink,
+                         metrics=RouterMetrics())
+    records = [Record(value=encode(request(f"q{i}")), topic="req", offset=i) for i in range(5)]
+    await stage.process(records)
+    assert fake_scorer.calls == [5]
+    assert len(sink.on(settings.topics.tier("fast"))) == 5
+
+
+@pytest.mark.parametrize("mode", ["deadletter", "flag"])
+async def test_frontier_invalid_output(settings: Settings, mode: str) -> None:
+    s = settings.model_copy(update={"router": settings.router.model_copy(
+        update={"frontier_invalid": mode})})
+    from streams import RoutePolicy
+
+    policy = RoutePolicy.from_settings(s)
+    sink = FakeSink()
+    stage = UpRouteStage(s, policy=policy, feed=OutcomeFeed(policy, RouterState({}, {})),
+                         sink=sink, metrics=RouterMetrics())
+    scored = ScoredRequest(request=request("x"), score=0.9, category="general",
+                           tier="frontier", reason="score",
+                           attempts=[Attempt(tier="frontier", model="big",
+                                             outcome="invalid_output")])
+    event = Event(scored=scored, cause="invalid_output", detail="empty", output="")
+    raw = encode(event)
+    await stage.process(Record(value=raw, topic="up"))
+    if mode == "flag":
+        [sent] = sink.on(s.topics.responses)
+        response = decode(RouteResponse, sent.value)
+        assert response.flagged and response.flag_reason and "empty" in response.flag_reason
+        assert response.route.model == "big"
+    else:
+        [sent] = sink.on(s.topics.deadletter)
+        dead = decode(DeadLetter, sent.value)
+        assert (dead.stage, dead.error_kind, dead.original) == ("uproute", "invalid_output", raw)
+        assert dead.tiers_tried == ["frontier"]
+
+
+def test_metrics_served_on_a_free_port() -> None:
+    metrics = RouterMetrics()
+    metrics.requests.labels(tier="fast", category="simple", reason="score").inc()
+    metrics.start(0, "127.0.0.1")
+    try:
+        assert metrics.port
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics", timeout=5) as r:
+            body = r.read().decode()
+        assert 'router_requests_total{category="simple",reason="score",tier="fast"} 1.0' in body
+    finally:
+        metrics.stop()
+        metrics.stop()
+
+
+def test_cli_function_is_typer_annotated() -> None:
+    import inspect
+
+    from streams.cli import router
+
+    params = inspect.signature(router).parameters
+    assert list(params) == ["ctx"]
+
+
+
+
+def test_rocksdb_store_falls_back_to_memory_when_not_installed() -> None:
+    import importlib.util
+
+    from streams.app import _table_store
+
+    installed = any(importlib.util.find_spec(m) for m in ("rocksdict", "rocksdb"))
+    assert _table_store("memory://") == "memory://"
+    assert _table_store("rocksdb://") == ("rocksdb://" if installed else "memory://")
