@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -19,7 +19,12 @@ from schemas.codec import decode
 from schemas.errors import SchemaError
 from schemas.messages import DeadLetter, RouteResponse
 from schemas.settings import Settings
-from streams.client import RequestDeadLettered, RequestTimedOut, RouterClient
+from streams.client import (
+    RequestDeadLettered,
+    RequestTimedOut,
+    RouterClient,
+    topic_partitions,
+)
 
 __all__ = ["collect_summary", "drive", "run_demo", "tail_topic"]
 
@@ -86,16 +91,16 @@ async def _read_all(
         **kafka_client_kwargs(settings.kafka), group_id=None, enable_auto_commit=False
     )
     await consumer.start()
-    partitions = [
-        TopicPartition(topic, number)
-        for topic in topics
-        for number in sorted(await consumer.partitions_for_topic(topic) or ())
-    ]
-    consumer.assign(partitions)
-    if from_beginning:
-        await consumer.seek_to_beginning(*partitions)
-    else:
-        await consumer.seek_to_end(*partitions)
+    try:
+        partitions = await topic_partitions(consumer, topics)
+        consumer.assign(partitions)
+        if from_beginning:
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            await consumer.seek_to_end(*partitions)
+    except BaseException:
+        await consumer.stop()
+        raise
     return consumer
 
 

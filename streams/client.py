@@ -30,9 +30,29 @@ from schemas.errors import RouterError, SchemaError
 from schemas.messages import ChatMessage, DeadLetter, RouteRequest, RouteResponse
 from schemas.settings import Settings
 
-__all__ = ["RequestDeadLettered", "RequestTimedOut", "RouterClient"]
+__all__ = ["RequestDeadLettered", "RequestTimedOut", "RouterClient", "topic_partitions"]
 
 logger = logging.getLogger(__name__)
+
+
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topics: Sequence[str]
+) -> list[TopicPartition]:
+    """Every partition of ``topics``, read from fresh cluster metadata.
+
+    Raises :class:`RouterError` naming the topics that do not exist.
+    """
+    # The consumer's own metadata cache only tracks subscribed topics, and `topics()` throws
+    # the fresh metadata away after listing names: ask the client for it directly.
+    cluster = await consumer._client.fetch_all_metadata()
+    missing = [topic for topic in topics if topic not in cluster.topics()]
+    if missing:
+        raise RouterError(f"topics {missing} do not exist; run `llm-router topics create`")
+    return [
+        TopicPartition(topic, number)
+        for topic in topics
+        for number in sorted(cluster.partitions_for_topic(topic) or ())
+    ]
 
 
 class RequestTimedOut(RouterError):
@@ -98,22 +118,20 @@ class RouterClient:
         self._consumer = AIOKafkaConsumer(
             **kwargs, enable_auto_commit=False, group_id=None, auto_offset_reset="latest"
         )
-        await self._producer.start()
-        await self._consumer.start()
-        partitions = []
-        for topic in (topics.responses, topics.deadletter):
-            for number in sorted(await self._consumer.partitions_for_topic(topic) or ()):
-                partitions.append(TopicPartition(topic, number))
-        if not partitions:
-            raise RouterError(
-                f"topics {topics.responses} and {topics.deadletter} do not exist; "
-                "run `llm-router topics create`"
+        try:
+            await self._producer.start()
+            await self._consumer.start()
+            partitions = await topic_partitions(
+                self._consumer, [topics.responses, topics.deadletter]
             )
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_end(*partitions)
-        # Resolve the end offsets now so that nothing produced after start() is skipped.
-        for partition in partitions:
-            await self._consumer.position(partition)
+            self._consumer.assign(partitions)
+            await self._consumer.seek_to_end(*partitions)
+            # Resolve the end offsets now so that nothing produced after start() is skipped.
+            for partition in partitions:
+                await self._consumer.position(partition)
+        except BaseException:
+            await self.stop()
+            raise
         self._reader = asyncio.create_task(self._read(), name="router-client-reader")
 
     async def stop(self) -> None:
