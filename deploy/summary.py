@@ -121,6 +121,8 @@ class RouteSummary:
             Counter(f"{d.stage}/{d.error_kind}" for d in self.dead_letters.values()).items()
         ):
             failures.add_row("dead letter", cause, str(count))
+        if not failures.row_count:
+            failures.add_row("-", "none", "0")
         actual, baseline = self.cost()
         saving = f"{1 - actual / baseline:.0%}" if baseline else "-"
         money = Table(title="cost")
