@@ -11,17 +11,28 @@ version, into ``BrokerSettings.cache_dir`` (see :func:`ensure_jars`).
 
 Example::
 
+    from pathlib import Path
+
     from deploy.broker import KafkaBroker
-    from schemas.errors import RouterError
-from schemas.settings import BrokerSettings
+    from schemas.settings import BrokerSettings
 
     with KafkaBroker(BrokerSettings(data_dir=Path("var/kafka"))) as broker:
         print(broker.bootstrap_servers)  # -> "127.0.0.1:9092"
 
+With a :class:`SaslListener` the broker also serves SASL_PLAINTEXT clients on a second port
+(PLAIN and/or SCRAM-SHA-256/512), beside the plaintext listener that the readiness probe, the
+controller and inter-broker traffic keep using::
+
+    sasl = SaslListener(port=19094, users={"router": "s3cret"})
+    with KafkaBroker(BrokerSettings(data_dir=Path("var/kafka")), sasl=sasl) as broker:
+        print(broker.sasl_bootstrap_servers)  # -> "127.0.0.1:19094"
+
 Layout of the data directory (kept across stop/start, never reformatted)::
 
     data_dir/
-        server.properties   written on every start from the settings
+        server.properties   written on every start from the settings (mode 0600: it
+                            holds the SASL users' passwords when there are any)
+        scram-users         names of the SCRAM users created when the storage was formatted
         log4j2.properties   written on every start
         cluster.id          the KRaft cluster id, chosen once
         broker.pid          while a broker runs
@@ -41,6 +52,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -54,10 +66,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TypedDict
+from typing import IO, Literal, TypedDict
+
+from pydantic import SecretStr
 
 from schemas.errors import RouterError
 from schemas.settings import BrokerSettings
@@ -69,6 +83,8 @@ __all__ = [
     "BrokerStatus",
     "JarResolutionError",
     "KafkaBroker",
+    "SaslListener",
+    "SaslMechanism",
     "ensure_jars",
 ]
 
@@ -144,6 +160,105 @@ class BrokerStatus(TypedDict):
     bootstrap_servers: str
     data_dir: Path
     log_file: Path
+
+
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+_SASL_MECHANISMS: tuple[SaslMechanism, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_SASL_LISTENER = "SASL_PLAINTEXT"
+# Quoted into a JAAS config and into the storage tool's --add-scram argument: keep them plain.
+_SASL_USER_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-"
+)
+_SASL_PASSWORD_FORBIDDEN = frozenset('"\\,[]=;')
+
+
+@dataclasses.dataclass(frozen=True)
+class SaslListener:
+    """A SASL_PLAINTEXT listener on ``port`` for ``users`` (name → password).
+
+    ``mechanisms`` are the SASL mechanisms it accepts. PLAIN users live in the listener's
+    JAAS config (in ``server.properties``); SCRAM users are created in the KRaft metadata when
+    the storage is formatted, i.e. on the first start of a data directory: users added later
+    to an existing data directory do not exist for SCRAM (a warning says so).
+
+    User names are letters, digits and ``._@-``; passwords are printable ASCII without
+    spaces or any of ``"\\,[]=;``. Passwords are kept as :class:`~pydantic.SecretStr`, so
+    they do not show in reprs or logs.
+
+    Example::
+
+        SaslListener(port=19094, users={"router": "s3cret"}, mechanisms=("PLAIN",))
+    """
+
+    port: int
+    users: Mapping[str, SecretStr | str] = dataclasses.field(repr=False)
+    mechanisms: tuple[SaslMechanism, ...] = ("PLAIN", "SCRAM-SHA-256")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"SASL port must be in 1..65535, got {self.port}")
+        if not self.users:
+            raise ValueError("a SASL listener needs at least one user")
+        if not self.mechanisms or any(m not in _SASL_MECHANISMS for m in self.mechanisms):
+            raise ValueError(
+                f"SASL mechanisms must be some of {list(_SASL_MECHANISMS)}, "
+                f"got {list(self.mechanisms)}"
+            )
+        users: dict[str, SecretStr] = {}
+        for name, password in self.users.items():
+            secret = password if isinstance(password, SecretStr) else SecretStr(password)
+            value = secret.get_secret_value()
+            if not name or not set(name) <= _SASL_USER_CHARS:
+                raise ValueError(
+                    f"SASL user name {name!r} must be letters, digits and ._@- only"
+                )
+            if (
+                not value
+                or any(not ("!" <= c <= "~") for c in value)
+                or set(value) & _SASL_PASSWORD_FORBIDDEN
+            ):
+                raise ValueError(
+                    f"the password of SASL user {name!r} must be printable ASCII without "
+                    'spaces or any of "\\,[]=;'
+                )
+            users[name] = secret
+        object.__setattr__(self, "users", users)
+        object.__setattr__(self, "mechanisms", tuple(dict.fromkeys(self.mechanisms)))
+
+    @property
+    def scram_mechanisms(self) -> tuple[SaslMechanism, ...]:
+        return tuple(m for m in self.mechanisms if m.startswith("SCRAM"))
+
+    def _password(self, name: str) -> str:
+        secret = self.users[name]
+        assert isinstance(secret, SecretStr)
+        return secret.get_secret_value()
+
+    def server_properties(self) -> dict[str, str]:
+        """The listener-scoped broker settings: enabled mechanisms and their JAAS configs."""
+        prefix = f"listener.name.{_SASL_LISTENER.lower()}"
+        properties = {f"{prefix}.sasl.enabled.mechanisms": ",".join(self.mechanisms)}
+        if "PLAIN" in self.mechanisms:
+            users = " ".join(f'user_{name}="{self._password(name)}"' for name in self.users)
+            properties[f"{prefix}.plain.sasl.jaas.config"] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+            )
+        for mechanism in self.scram_mechanisms:
+            properties[f"{prefix}.{mechanism.lower()}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            )
+        return properties
+
+    def add_scram_args(self) -> list[str]:
+        """The storage tool's ``--add-scram`` arguments that create the SCRAM users."""
+        args: list[str] = []
+        for mechanism in self.scram_mechanisms:
+            for name in self.users:
+                args += [
+                    "--add-scram",
+                    f'{mechanism}=[name={name},password="{self._password(name)}"]',
+                ]
+        return args
 
 
 # --------------------------------------------------------------------------- jars
@@ -421,12 +536,25 @@ class KafkaBroker:
             broker.stop()
     """
 
-    def __init__(self, settings: BrokerSettings, *, die_with_parent: bool = False) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        die_with_parent: bool = False,
+        sasl: SaslListener | None = None,
+    ) -> None:
         """``die_with_parent=True`` (Linux; test fixtures) SIGTERMs the broker when the
         thread that started it exits, so a killed test run leaves no JVM behind. The default
-        lets the broker outlive its starter, as ``llm-router broker start`` needs."""
+        lets the broker outlive its starter, as ``llm-router broker start`` needs.
+
+        ``sasl`` adds a SASL_PLAINTEXT listener (see :class:`SaslListener`)."""
+        if sasl is not None and sasl.port in (settings.port, settings.controller_port):
+            raise ValueError(
+                f"the SASL port {sasl.port} is already the broker's or the controller's port"
+            )
         self._settings = settings
         self._die_with_parent = die_with_parent
+        self._sasl = sasl
         self._data_dir = settings.data_dir.expanduser().resolve()
         # Set only in the process that started the broker: lets it reap the child.
         self._process: subprocess.Popen[bytes] | None = None
@@ -440,6 +568,17 @@ class KafkaBroker:
     @property
     def bootstrap_servers(self) -> str:
         return f"{self._settings.host}:{self._settings.port}"
+
+    @property
+    def sasl(self) -> SaslListener | None:
+        return self._sasl
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        """``host:port`` of the SASL_PLAINTEXT listener; ValueError when there is none."""
+        if self._sasl is None:
+            raise ValueError("this broker has no SASL listener")
+        return f"{self._settings.host}:{self._sasl.port}"
 
     @property
     def data_dir(self) -> Path:
@@ -522,8 +661,10 @@ class KafkaBroker:
         self.stop()
 
     def __repr__(self) -> str:
+        sasl = f", sasl={self._sasl!r}" if self._sasl is not None else ""
         return (
-            f"KafkaBroker(bootstrap_servers={self.bootstrap_servers!r}, data_dir={self._data_dir})"
+            f"KafkaBroker(bootstrap_servers={self.bootstrap_servers!r}, "
+            f"data_dir={self._data_dir}{sasl})"
         )
 
     # ------------------------------------------------------------------ internals
@@ -609,15 +750,21 @@ class KafkaBroker:
 
     def _server_properties(self) -> dict[str, str]:
         s = self._settings
+        listeners = [f"PLAINTEXT://{s.host}:{s.port}"]
+        protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+        if self._sasl is not None:
+            listeners.append(f"{_SASL_LISTENER}://{s.host}:{self._sasl.port}")
+            protocols.append(f"{_SASL_LISTENER}:{_SASL_LISTENER}")
         properties = {
             "process.roles": "broker,controller",
             "node.id": str(_NODE_ID),
             "controller.quorum.voters": f"{_NODE_ID}@{s.host}:{s.controller_port}",
-            "listeners": f"PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{s.host}:{s.port}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://{s.host}:{s.controller_port}"]),
+            "advertised.listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
+            # The controller and the broker itself talk plaintext; so does the readiness probe.
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
             "log.dirs": str(self.log_dirs),
             "num.partitions": "1",
             "default.replication.factor": "1",
@@ -633,13 +780,19 @@ class KafkaBroker:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
         }
+        if self._sasl is not None:
+            properties.update(self._sasl.server_properties())
         properties.update(s.extra_config)
         return properties
 
     def _write_config(self) -> None:
         lines = ["# Written by llm-router (deploy/broker.py) on every start; edits are lost."]
         lines += [f"{key}={value}" for key, value in self._server_properties().items()]
-        self.properties_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        # Owner-only before the passwords of SASL users go in.
+        fd = os.open(self.properties_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
         (self._data_dir / "log4j2.properties").write_text(_LOG4J2_PROPERTIES, encoding="utf-8")
 
     def _jvm_args(self) -> list[str]:
@@ -655,8 +808,24 @@ class KafkaBroker:
         ]
 
     def _format_storage(self, java: str, classpath: str) -> None:
-        """Format log.dirs once; an existing data directory is never reformatted."""
+        """Format log.dirs once; an existing data directory is never reformatted.
+
+        SCRAM users of the SASL listener are created here, so only on the first start.
+        """
+        scram_users = (
+            sorted(self._sasl.users) if self._sasl and self._sasl.scram_mechanisms else []
+        )
+        scram_file = self._data_dir / "scram-users"
         if (self.log_dirs / "meta.properties").is_file():
+            created = scram_file.read_text(encoding="utf-8").split() if scram_file.is_file() else []
+            missing = sorted(set(scram_users) - set(created))
+            if missing:
+                logger.warning(
+                    "SCRAM users %s do not exist: SCRAM users are created only when the storage "
+                    "is formatted, and %s was formatted before; use a new data directory",
+                    missing,
+                    self.log_dirs,
+                )
             return
         id_file = self._data_dir / "cluster.id"
         cluster_id = id_file.read_text(encoding="ascii").strip() if id_file.is_file() else ""
@@ -676,6 +845,8 @@ class KafkaBroker:
             str(self.properties_file),
             "--ignore-formatted",
         ]
+        if self._sasl is not None:
+            cmd += self._sasl.add_scram_args()
         logger.info("formatting Kafka storage in %s (cluster id %s)", self.log_dirs, cluster_id)
         try:
             result = subprocess.run(
@@ -697,6 +868,7 @@ class KafkaBroker:
                 f"(exit status {result.returncode})",
                 output,
             )
+        scram_file.write_text("".join(f"{name}\n" for name in scram_users), encoding="utf-8")
 
     def _open_log(self) -> IO[bytes]:
         log_file = self.log_file
