@@ -167,6 +167,11 @@ class RouterSettings(BaseModel):
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     web_port: int = Field(default=6066, ge=0, le=65535)
     store: str = "memory://"
+    # Consumer-group liveness: how fast a dead router's partitions move to a live one.
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    # Faust's local state (RocksDB tables, offsets of standby tables).
+    data_dir: Path = Path("var/router")
 
     @field_validator("thresholds")
     @classmethod

@@ -139,6 +139,10 @@ def _faust_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         producer_acks=-1,
+        # A replacement router takes over a SIGKILLed one's partitions after this long.
+        broker_session_timeout=router.session_timeout_s,
+        broker_heartbeat_interval=router.heartbeat_interval_s,
+        datadir=str(router.data_dir / "{conf.name}-data"),
     )
 
 
@@ -225,6 +229,8 @@ class RouterApp:
         if self._started:
             return
         self._started = True
+        # Faust makes its own data directory but not the parents of it.
+        self.settings.router.data_dir.mkdir(parents=True, exist_ok=True)
         self.metrics.start(self.settings.router.metrics_port)
         await self.app.start()
         self._lag_task = asyncio.create_task(self._report_lag(), name="router-lag")

@@ -135,15 +135,16 @@ class RouterClient:
         self._reader = asyncio.create_task(self._read(), name="router-client-reader")
 
     async def stop(self) -> None:
-        """Disconnect; callers still waiting get :class:`RequestTimedOut`. Safe twice."""
+        """Disconnect; waiting ``result()`` calls are cancelled. Safe to call twice."""
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+        # Callers still awaiting result() see CancelledError; futures nobody awaits (submitted
+        # but never asked for) are cancelled quietly instead of logging unretrieved errors.
         for future in self._waiters.values():
-            if not future.done():
-                future.set_exception(RequestTimedOut("client stopped before an answer came"))
+            future.cancel()
         self._waiters.clear()
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
