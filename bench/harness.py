@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
 
 from deploy.admin import kafka_client_kwargs  # noqa: E402
 from deploy.stack import write_settings  # noqa: E402
+from deploy.summary import percentile  # noqa: E402
 from schemas.codec import decode  # noqa: E402
 from schemas.errors import SchemaError  # noqa: E402
 from schemas.messages import ChatMessage, DeadLetter, RouteRequest, RouteResponse  # noqa: E402
@@ -90,15 +91,6 @@ logger = logging.getLogger(__name__)
 SAMPLES = ROOT / "classifier_onnx" / "model" / "sample_prompts.jsonl"
 # Stop a child with SIGTERM, then SIGKILL after this long.
 _TERM_GRACE_S = 15.0
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile, q in [0, 100]; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 def _load_prompts() -> list[list[dict[str, str]]]:

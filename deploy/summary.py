@@ -7,6 +7,7 @@ and `llm-router stats` rebuilds it from the topics.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rich.console import Group
@@ -18,7 +19,7 @@ from schemas.settings import Settings
 __all__ = ["RouteSummary", "percentile"]
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in [0, 100]); 0.0 for no values."""
     if not values:
         return 0.0

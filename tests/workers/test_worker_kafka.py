@@ -308,7 +308,7 @@ async def stop_process(process: asyncio.subprocess.Process, timeout_s: float = 3
 async def test_sigterm_finishes_in_flight_calls(
     worker_settings: Callable[..., Settings], model_server: ModelServer, tmp_path: Path
 ) -> None:
-    from worker_helpers import free_port
+    from tests.conftest import free_port
 
     settings = worker_settings(tier={"timeout_s": 5.0})
     model_server.behaviour = Behaviour.slow(1.0)
@@ -340,7 +340,7 @@ async def test_sigterm_finishes_in_flight_calls(
 async def test_sigkilled_worker_requests_are_redelivered(
     worker_settings: Callable[..., Settings], model_server: ModelServer, tmp_path: Path
 ) -> None:
-    from worker_helpers import free_port
+    from tests.conftest import free_port
 
     settings = worker_settings(tier={"timeout_s": 5.0})
     model_server.behaviour = Behaviour.slow(1.0)
@@ -373,7 +373,7 @@ async def test_sigkilled_worker_requests_are_redelivered(
 async def test_two_worker_processes_share_the_partitions(
     worker_settings: Callable[..., Settings], model_server: ModelServer, tmp_path: Path
 ) -> None:
-    from worker_helpers import free_port
+    from tests.conftest import free_port
 
     settings = worker_settings()
     ports = [free_port(), free_port()]

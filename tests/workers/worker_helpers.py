@@ -175,12 +175,3 @@ async def start_worker_process(
             env=env, cwd=str(ROOT),
             stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
         )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
