@@ -11,9 +11,9 @@ Agents (all in consumer group ``router.app_id``, at-least-once):
 Tables (changelog-backed; ``router.store``: ``memory://`` or ``rocksdb://``):
 ``conversations`` (conversation id → turns, highest tier, last seen) and ``users``
 (user id → first-tier outcomes). Both place a key in the changelog partition the default
-Kafka partitioner picks for it, so a ``conversations`` record sits in the same partition
-number as the requests of that conversation when producers key requests by conversation id
-(the contract of ``llm.requests``).
+Kafka partitioner picks for it (:class:`~streams.tables.KeyedTable`), so a ``conversations``
+record sits in the same partition number as the requests of that conversation when producers
+key requests by conversation id (the contract of ``llm.requests``).
 
 Example::
 
@@ -42,6 +42,7 @@ from streams.metrics import RouterMetrics
 from streams.policy import RoutePolicy
 from streams.scorer import ScorerProtocol, load_scorer
 from streams.scoring import RouterState, ScoringStage
+from streams.tables import KeyedTable
 from streams.topics import Record, Sink, normalize_headers
 from streams.uproute import OutcomeFeed, UpRouteStage
 
@@ -179,14 +180,20 @@ class RouterApp:
         table_schema: faust.Schema[str, Any] = faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"
         )
-        self.conversations = app.Table(
-            "conversations", schema=table_schema, partitions=partitions, use_partitioner=True,
+        # KeyedTable places records itself (see streams.tables); use_partitioner still tells
+        # Faust's stores that a key may live in any partition.
+        self.conversations = KeyedTable(
+            app, name="conversations", schema=table_schema, partitions=partitions,
+            use_partitioner=True, beacon=app.tables.beacon,
             help="conversation id -> turns, highest tier index, last seen (epoch s)",
         )
-        self.users = app.Table(
-            "users", schema=table_schema, partitions=partitions, use_partitioner=True,
+        self.users = KeyedTable(
+            app, name="users", schema=table_schema, partitions=partitions,
+            use_partitioner=True, beacon=app.tables.beacon,
             help="user id -> outcomes and up-routes on the first tier",
         )
+        app.tables.add(self.conversations)
+        app.tables.add(self.users)
         self.state = RouterState(conversations=self.conversations, users=self.users)
         self.scoring = ScoringStage(
             settings, scorer=scorer, state=self.state, sink=self._sink, metrics=metrics,

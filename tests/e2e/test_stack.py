@@ -23,7 +23,10 @@ from schemas import ChatMessage, RouteRequest, RouteResponse, Settings
 from streams.client import RouterClient
 from tests.conftest import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
+# Three CPU models answering one request at a time: minutes, not the suite's 300 s default.
+pytestmark = [
+    pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900),
+]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -65,10 +68,16 @@ def stack(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[St
         worker_ports={tier: free_port() for tier in settings.chain},
     )
     stack.start()
+    components = list(stack.components)
     try:
         yield stack
     finally:
         stack.stop()
+        # Shown by pytest only when the test failed: what each process said last.
+        for component in components:
+            if component.log_path is not None and component.log_path.exists():
+                tail = component.log_path.read_text(errors="replace").splitlines()[-40:]
+                print(f"----- {component.name} ({component.log_path}) -----", *tail, sep="\n")
 
 
 async def ask_all(settings: Settings, requests: list[RouteRequest]) -> tuple[
@@ -76,9 +85,12 @@ async def ask_all(settings: Settings, requests: list[RouteRequest]) -> tuple[
 ]:
     async with RouterClient(settings) as client:
         ids = [await client.submit(request) for request in requests]
-        answers = await asyncio.wait_for(
-            asyncio.gather(*(client.result(i, 600) for i in ids)), 660
+        results = await asyncio.gather(
+            *(client.result(i, 480) for i in ids), return_exceptions=True
         )
+        missing = [i for i, r in zip(ids, results, strict=True) if isinstance(r, BaseException)]
+        assert not missing, f"no answer within 480 s for {missing}"
+        answers = [r for r in results if isinstance(r, RouteResponse)]
         # Let redeliveries, if any, arrive before counting duplicates.
         await asyncio.sleep(2)
         return {a.request_id: a for a in answers}, client.duplicates

@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from router_helpers import FakeScorer, FakeSink, request
 
 from schemas.codec import decode, encode
@@ -21,14 +22,7 @@ from streams import (
     UpRouteStage,
     build_app,
 )
-
-
-def without_producer(router: RouterApp) -> RouterApp:
-    """Tables place keys with the producer's partitioner, and test_context runs no producer:
-    pin every key to partition 0 (changelog sends then wait in the idle producer's buffer)."""
-    for table in (router.conversations, router.users):
-        table.partition_for_key = lambda key: 0  # type: ignore[method-assign]
-    return router
+from streams.tables import default_partition
 
 
 def close_unstarted(router: RouterApp) -> None:
@@ -48,7 +42,7 @@ def settings() -> Settings:
 async def test_score_agent_test_context(
     settings: Settings, fake_scorer: FakeScorer, fake_sink: FakeSink
 ) -> None:
-    router = without_producer(build_app(settings, scorer=fake_scorer, sink=fake_sink))
+    router = build_app(settings, scorer=fake_scorer, sink=fake_sink)
     good = [request(f"q [score={s}]", conversation="c-1") for s in (0.1, 0.5, 0.9)]
     async with router.score_agent.test_context() as agent:
         for req in good:
@@ -73,7 +67,7 @@ async def test_score_agent_test_context(
 
 
 async def test_uproute_agent_test_context(settings: Settings, fake_sink: FakeSink) -> None:
-    router = without_producer(build_app(settings, scorer=FakeScorer(), sink=fake_sink))
+    router = build_app(settings, scorer=FakeScorer(), sink=fake_sink)
     scored = ScoredRequest(request=request("x", user="u-9"), score=0.1, category="general",
                            tier="fast", reason="score", model="pinned",
                            attempts=[Attempt(tier="fast", model="m", outcome="timeout")])
@@ -208,3 +202,22 @@ def test_rocksdb_store_falls_back_to_memory_when_not_installed() -> None:
     installed = any(importlib.util.find_spec(m) for m in ("rocksdict", "rocksdb"))
     assert _table_store("memory://") == "memory://"
     assert _table_store("rocksdb://") == ("rocksdb://" if installed else "memory://")
+
+
+def test_default_partition_matches_kafka_default_partitioner() -> None:
+    partitioner = DefaultPartitioner()
+    for partitions in (1, 3, 12):
+        for i in range(200):
+            key = f"conversation-{i}-é".encode()
+            assert default_partition(key, partitions) == partitioner(
+                key, list(range(partitions)), []
+            )
+    with pytest.raises(ValueError):
+        default_partition(b"k", 0)
+
+
+def test_tables_place_keys_without_a_producer(settings: Settings, fake_sink: FakeSink) -> None:
+    router = build_app(settings, scorer=FakeScorer(), sink=fake_sink)
+    partitions = settings.topics.partitions
+    for table in (router.conversations, router.users):
+        assert table.partition_for_key("c-1") == default_partition(b"c-1", partitions)

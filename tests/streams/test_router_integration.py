@@ -22,6 +22,7 @@ from schemas.messages import (
     Attempt,
     ChatMessage,
     DeadLetter,
+    RouteInfo,
     RouteRequest,
     RouteResponse,
     ScoredRequest,
@@ -29,6 +30,7 @@ from schemas.messages import (
 )
 from schemas.settings import Settings
 from streams import build_app, running
+from streams.tables import default_partition
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -228,6 +230,47 @@ async def test_frontier_invalid_output_flagged_and_user_history(
     [scored] = [s for r in recs if (s := decode(ScoredRequest, r.value)).request.id == req.id]
     assert scored.reason == "history"
     assert scored.features.user_outcomes == 2 and scored.features.user_uproute_rate == 1.0
+
+
+async def test_fresh_router_first_write_is_a_table_write(
+    router_settings: Callable[..., Settings], kafka_for: Callable[[Settings], Kafka]
+) -> None:
+    """A new router whose first act is a table write (an answer arrives before any request):
+    the write must not need the producer's metadata (it used to raise TypeError and kill the
+    ``outcomes`` agent), and each record lands in the default partitioner's partition."""
+    settings = router_settings()
+    await create_all(settings)
+    kafka = kafka_for(settings)
+    t = settings.topics
+    users = [f"user-{i}" for i in range(8)]
+    app = build_app(settings, scorer=FakeScorer())
+    async with running(app):
+        for user in users:
+            answer = RouteResponse(
+                request_id=f"r-{user}", conversation_id=f"c-{user}", user_id=user, content="hi",
+                route=RouteInfo(tier="balanced", model="m", category="general", score=0.5,
+                                reason="score", tiers_tried=["balanced"],
+                                attempts=[Attempt(tier="balanced", model="m", outcome="ok")],
+                                total_latency_ms=1.0),
+            )
+            # Three writes: the fast answer counts for the user and latches the conversation
+            # at fast, the balanced answer raises the latch.
+            first = answer.model_copy(update={"route": answer.route.model_copy(
+                update={"tier": "fast", "tiers_tried": ["fast"]})})
+            await kafka.produce(t.responses, encode(first), key=f"c-{user}".encode())
+            await kafka.produce(t.responses, encode(answer), key=f"c-{user}".encode())
+        changelogs = [f"{settings.router.app_id}-users-changelog",
+                      f"{settings.router.app_id}-conversations-changelog"]
+        records = await kafka.consume(changelogs, 3 * len(users), timeout_s=60)
+        assert all(app.state.user(u).outcomes == 1 for u in users)
+        assert all(app.state.conversation(f"c-{u}").tier_index == 1 for u in users)
+    assert len(records) == 3 * len(users)
+    for rec in records:
+        assert rec.key is not None
+        # Faust writes the key JSON-encoded; the partition follows the raw id, like the
+        # requests of that conversation (producers key them by the raw id).
+        raw_key = json.loads(rec.key).encode()
+        assert rec.partition == default_partition(raw_key, t.partitions), rec
 
 
 _ROOT = Path(__file__).resolve().parents[2]
