@@ -43,6 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import bench_broker, free_port  # noqa: E402
 from bench.harness import (  # noqa: E402
     Fault,
     Scenario,
@@ -57,20 +58,11 @@ from bench.harness import (  # noqa: E402
 )
 from deploy.admin import create_topics  # noqa: E402
 from deploy.broker import KafkaBroker  # noqa: E402
-from schemas.settings import BrokerSettings, KafkaSettings, Settings, TopicSettings  # noqa: E402
+from schemas.settings import KafkaSettings, Settings, TopicSettings  # noqa: E402
 from workers.testing import Behaviour, ModelServer  # noqa: E402
 
 CHAIN = ("fast", "balanced", "frontier")
 SCENARIOS = ("kill", "broker", "faulty", "storm", "sustained")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Bench:
@@ -228,11 +220,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.bootstrap:
         kafka = KafkaSettings(bootstrap_servers=args.bootstrap, client_id="bench-faults")
     else:
-        broker = KafkaBroker(
-            BrokerSettings(data_dir=work_dir / "kafka", port=free_port(),
-                           controller_port=free_port(), heap_mb=768),
-            die_with_parent=True,
-        )
+        broker = bench_broker(work_dir / "kafka", heap_mb=768)
         print(f"starting a broker in {work_dir / 'kafka'}", flush=True)
         await asyncio.to_thread(broker.start)
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, client_id="bench-faults")

@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import bench_broker, free_port  # noqa: E402
 from deploy.admin import create_topics, kafka_client_kwargs  # noqa: E402
 from schemas.codec import encode  # noqa: E402
 from schemas.messages import ChatMessage, RouteRequest  # noqa: E402
@@ -204,26 +205,14 @@ class Bench:
 
 
 def start_broker() -> tuple[Any, str]:
-    from deploy.broker import KafkaBroker
-    from schemas.settings import BrokerSettings
-
-    data = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
-    import socket
-
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    broker = KafkaBroker(BrokerSettings(data_dir=data, port=ports[0], controller_port=ports[1]))
+    broker = bench_broker(Path(tempfile.mkdtemp(prefix="bench-kafka-")), heap_mb=512)
     broker.start()
     return broker, broker.bootstrap_servers
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
-    with socket_port() as metrics_port:
-        pass
+    metrics_port = free_port()
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap, client_id="bench"),
         topics=TopicSettings(
@@ -294,17 +283,6 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
             await router.wait()
 
 
-class socket_port:  # noqa: N801 - used as a tiny context manager
-    def __enter__(self) -> int:
-        import socket
-
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        port: int = self._sock.getsockname()[1]
-        return port
-
-    def __exit__(self, *exc: object) -> None:
-        self._sock.close()
 
 
 def main() -> None:

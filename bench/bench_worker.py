@@ -29,7 +29,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,16 +44,11 @@ from aiokafka.structs import TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import bench_broker, free_port  # noqa: E402
 from deploy.admin import create_topics, kafka_client_kwargs  # noqa: E402
 from schemas.codec import decode, encode  # noqa: E402
 from schemas.messages import ChatMessage, RouteRequest, RouteResponse, ScoredRequest  # noqa: E402
-from schemas.settings import BrokerSettings, KafkaSettings, Settings, TopicSettings  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from schemas.settings import KafkaSettings, Settings, TopicSettings  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -257,8 +251,6 @@ async def bench_worker(
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    from deploy.broker import KafkaBroker
-
     latency_s = args.latency_ms / 1000
     broker = None
     tmp = None
@@ -266,12 +258,7 @@ async def main_async(args: argparse.Namespace) -> None:
         bootstrap = args.bootstrap
     else:
         tmp = tempfile.TemporaryDirectory(prefix="bench-kafka-")
-        broker = KafkaBroker(
-            BrokerSettings(
-                data_dir=Path(tmp.name), port=free_port(), controller_port=free_port(),
-                heap_mb=1024,
-            )
-        )
+        broker = bench_broker(Path(tmp.name), heap_mb=1024)
         print("starting broker…", flush=True)
         await asyncio.to_thread(broker.start)
         bootstrap = broker.bootstrap_servers
