@@ -61,6 +61,7 @@ from schemas.codec import decode  # noqa: E402
 from schemas.errors import SchemaError  # noqa: E402
 from schemas.messages import ChatMessage, DeadLetter, RouteRequest, RouteResponse  # noqa: E402
 from schemas.settings import Settings  # noqa: E402
+from streams.app import STALL_EXIT_CODE  # noqa: E402
 from streams.client import RequestDeadLettered, RequestTimedOut, RouterClient  # noqa: E402
 
 __all__ = [
@@ -208,6 +209,8 @@ class Stack:
         self.workers: dict[str, list[Child]] = defaultdict(list)
         self.retired: list[Child] = []
         self.crashes: Counter[str] = Counter()
+        # Router exits of the stall watchdog (streams.app.STALL_EXIT_CODE), restarted too.
+        self.watchdog_restarts = 0
         self._next_index: Counter[str] = Counter()
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -312,7 +315,10 @@ class Stack:
             for child in self.children():
                 if child.alive or child.expected_exit:
                     continue
-                self.crashes[child.name.rsplit("-", 1)[0] if child.tier else "router"] += 1
+                if child.role == "router" and child.process.returncode == STALL_EXIT_CODE:
+                    self.watchdog_restarts += 1
+                else:
+                    self.crashes[child.name.rsplit("-", 1)[0] if child.tier else "router"] += 1
                 logger.warning(
                     "%s exited on its own with %s; log tail:\n%s",
                     child.name, child.process.returncode, self.log_tail(child),
@@ -581,6 +587,24 @@ async def account(settings: Settings, *, timeout_s: float = 60.0) -> Accounting:
     return result
 
 
+async def trace(settings: Settings, request_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Where each request id appears on the requests, tier and up-route topics, in order."""
+    topics = settings.topics
+    names = [topics.requests, *(topics.tier(t) for t in settings.chain), topics.uproute]
+    wanted = set(request_ids)
+    out: dict[str, list[str]] = {rid: [] for rid in request_ids}
+    for record in sorted(await read_topic(settings, names), key=lambda r: r.timestamp_ms):
+        try:
+            raw = json.loads(record.value or b"")
+            rid = raw.get("id") or raw.get("request", {}).get("id") or (
+                raw.get("scored", {}).get("request", {}).get("id"))
+        except (ValueError, AttributeError):
+            continue
+        if rid in wanted:
+            out[rid].append(f"{record.topic}[{record.partition}]@{record.offset}")
+    return out
+
+
 # --------------------------------------------------------------------------- lag
 
 
@@ -681,6 +705,8 @@ class ScenarioReport:
     dead_lettered: int = 0
     dead_letter_causes: Counter[str] = field(default_factory=Counter)
     lost_ids: list[str] = field(default_factory=list)
+    # Where each lost request was last seen: "topic[partition]@offset" of the pipeline topics.
+    lost_trace: dict[str, list[str]] = field(default_factory=dict)
     # The application got a second final result for one request id (must be 0).
     delivered_duplicates: int = 0
     # Redelivered final results the client SDK recognised and dropped.
@@ -697,6 +723,7 @@ class ScenarioReport:
     # was finished).
     faults: list[tuple[float, str, float | None, float | None]] = field(default_factory=list)
     crashes: Counter[str] = field(default_factory=Counter)
+    watchdog_restarts: int = 0
     # Log lines of agents (Faust actors) or tasks that crashed inside a live process.
     agent_crashes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
@@ -754,6 +781,7 @@ class ScenarioReport:
             "recovery s": seconds(self.recovery_s),
             "backlog clear s": seconds(self.backlog_clear_s),
             "crashes": str(sum(self.crashes.values())),
+            "watchdog restarts": str(self.watchdog_restarts),
             "agent crashes": str(len(self.agent_crashes)),
             "send failures": str(self.send_failures),
             "late": str(self.unfinished_at_drain),
@@ -777,6 +805,8 @@ class ScenarioReport:
             lines.append(f"  crashes  {dict(self.crashes)}")
         if self.lost_ids:
             lines.append(f"  lost ids (first 10)  {self.lost_ids[:10]}")
+            for rid in self.lost_ids[:10]:
+                lines.append(f"    {rid}: {' '.join(self.lost_trace.get(rid, [])) or '-'}")
         for line in self.agent_crashes[:5]:
             lines.append(f"  agent crash  {line[:200]}")
         return "\n".join(lines)
@@ -1011,10 +1041,16 @@ class Scenario:
             for i in dead
         )
         report.lost_ids = sorted(sent - answered - dead)
+        if report.lost_ids:
+            try:
+                report.lost_trace = await trace(settings, report.lost_ids)
+            except Exception:  # a diagnosis only: the counts above stand without it
+                logger.exception("could not trace the lost requests")
         report.topic_duplicates = accounting.topic_duplicates
         report.conflicts = len(accounting.conflicts & sent)
         report.sdk_dropped = client.duplicates - baseline_dropped
         report.crashes = Counter(stack.crashes)
+        report.watchdog_restarts = stack.watchdog_restarts
         report.agent_crashes = stack.agent_crashes()
         if sampler is not None:
             report.max_lag = sampler.max_lag()

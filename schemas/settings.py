@@ -170,6 +170,10 @@ class RouterSettings(BaseModel):
     # Consumer-group liveness: how fast a dead router's partitions move to a live one.
     session_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    # Crash-only watchdog: a partition with records waiting whose read position has not moved
+    # for this long (outside a rebalance) makes the router exit with code 75 so that its
+    # supervisor restarts it from the committed offsets. 0 turns the watchdog off.
+    stall_timeout_s: float = Field(default=30.0, ge=0)
     # Faust's local state (RocksDB tables, offsets of standby tables).
     data_dir: Path = Path("var/router")
 

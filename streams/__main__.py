@@ -12,14 +12,17 @@ import os
 
 def main() -> None:
     from schemas.settings import Settings
-    from streams.app import run_router
+    from streams.app import RouterStalled, exit_stalled, run_router
 
     settings = Settings.load(os.environ.get("LLM_ROUTER_CONFIG") or None)
     logging.basicConfig(
         level=getattr(logging, settings.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(run_router(settings))
+    try:
+        asyncio.run(run_router(settings))
+    except RouterStalled as exc:
+        exit_stalled(exc)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import faust
 from faust.types import EventT
@@ -46,11 +47,27 @@ from streams.tables import KeyedTable
 from streams.topics import Record, Sink, normalize_headers
 from streams.uproute import OutcomeFeed, UpRouteStage
 
-__all__ = ["FaustSink", "RouterApp", "build_app", "record_of", "run_router", "running"]
+__all__ = [
+    "STALL_EXIT_CODE",
+    "FaustSink",
+    "RouterApp",
+    "RouterStalled",
+    "build_app",
+    "exit_stalled",
+    "record_of",
+    "run_router",
+    "running",
+]
 
 logger = logging.getLogger(__name__)
 
 _LAG_INTERVAL_S = 1.0
+# Exit status of a router that stopped on a stalled partition (EX_TEMPFAIL: try again).
+STALL_EXIT_CODE = 75
+
+
+class RouterStalled(RuntimeError):
+    """A partition had records waiting and its read position did not move in time."""
 
 
 def record_of(event: EventT[Any]) -> Record:
@@ -171,6 +188,12 @@ class RouterApp:
         self._sink: Sink = sink if sink is not None else FaustSink(app)
         self._lag_task: asyncio.Task[None] | None = None
         self._started = False
+        # Set by the watchdog when a partition stalls; run_router then exits.
+        self.stalled = asyncio.Event()
+        self.stall_reason = ""
+        # Per partition: (read position, when it last moved or the partition last had nothing
+        # waiting), monotonic seconds.
+        self._progress: dict[Any, tuple[int | None, float]] = {}
 
         router = settings.router
         topics = settings.topics
@@ -305,15 +328,62 @@ class RouterApp:
             try:
                 consumer = self.app.consumer
                 read: dict[Any, int | None] = getattr(consumer, "_read_offset", {})
+                lags: dict[Any, int] = {}
                 for tp in consumer.assignment():
                     highwater = consumer.highwater(tp)
                     if highwater is None:
                         continue
                     position = read.get(tp)
-                    lag = highwater - (position + 1 if position is not None else 0)
-                    gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(max(lag, 0))
+                    lag = max(highwater - (position + 1 if position is not None else 0), 0)
+                    lags[tp] = lag
+                    gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
             except Exception:  # lag is best effort: never let it take the router down
                 logger.debug("consumer lag not available", exc_info=True)
+                continue
+            self._watch(lags, read, time.monotonic())
+
+    def _watch(self, lags: dict[Any, int], read: dict[Any, int | None], now: float) -> None:
+        """The stall watchdog (``router.stall_timeout_s``): see :data:`STALL_EXIT_CODE`."""
+        limit = self.settings.router.stall_timeout_s
+        if limit <= 0 or self.stalled.is_set():
+            return
+        topics = self.settings.topics
+        sources = {topics.requests, topics.uproute, topics.responses}
+        if self.app.rebalancing or not self.ready:
+            # Positions legitimately stand still while partitions move or tables recover.
+            self._progress.clear()
+            return
+        for tp, lag in lags.items():
+            if tp.topic not in sources:
+                continue
+            position = read.get(tp)
+            last = self._progress.get(tp)
+            if lag == 0 or last is None or last[0] != position:
+                self._progress[tp] = (position, now)
+            elif now - last[1] > limit:
+                self.stall_reason = (
+                    f"{tp.topic}[{tp.partition}]: {lag} record(s) waiting, read position "
+                    f"{position} unchanged for {now - last[1]:.0f} s; {self._consumer_state(tp)}"
+                )
+                logger.error("router stalled, exiting to be restarted: %s", self.stall_reason)
+                self.metrics.stalls.inc()
+                self.stalled.set()
+                return
+
+    def _consumer_state(self, tp: Any) -> str:
+        """What Faust's consumer says about ``tp`` (for the stall report)."""
+        consumer: Any = self.app.consumer
+        facts = []
+        for name in ("_paused_partitions", "_buffered_partitions", "_active_partitions"):
+            members = getattr(consumer, name, None)
+            if members is not None:
+                facts.append(f"{name.strip('_')}={tp in members}")
+        for name in ("flow_active", "can_resume_flow"):
+            value: Any = getattr(consumer, name, None)
+            facts.append(f"{name}={value.is_set() if hasattr(value, 'is_set') else value}")
+        committed = getattr(consumer, "_committed_offset", {}).get(tp)
+        facts.append(f"committed={committed}")
+        return ", ".join(facts)
 
 
 def build_app(
@@ -334,7 +404,11 @@ def build_app(
 
 
 async def run_router(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run the router until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    """Run the router until ``stop`` is set or SIGTERM/SIGINT arrives.
+
+    Raises :class:`RouterStalled` when the watchdog finds a stalled partition; the command
+    line entry points then exit with :data:`STALL_EXIT_CODE`.
+    """
     import signal
 
     stop = stop or asyncio.Event()
@@ -348,11 +422,31 @@ async def run_router(settings: Settings, *, stop: asyncio.Event | None = None) -
     try:
         async with build_app(settings) as router:
             logger.info("metrics on port %s", router.metrics.port)
-            await stop.wait()
+            stopping = asyncio.ensure_future(stop.wait())
+            stalling = asyncio.ensure_future(router.stalled.wait())
+            try:
+                await asyncio.wait({stopping, stalling}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                stalling.cancel()
+            if router.stalled.is_set():
+                # Nothing was committed past what was published: a restart resumes from the
+                # committed offsets (at-least-once). A stuck stop must not keep us alive.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(router.stop(), 15)
+                raise RouterStalled(router.stall_reason)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
         logger.info("router ran %.1f s", time.monotonic() - started)
+
+
+def exit_stalled(exc: RouterStalled) -> NoReturn:
+    """Leave the process now with :data:`STALL_EXIT_CODE` (threads of a stuck Faust app
+    must not keep it alive); its supervisor restarts it."""
+    logger.error("exiting with %d: %s", STALL_EXIT_CODE, exc)
+    logging.shutdown()
+    os._exit(STALL_EXIT_CODE)
 
 
 @contextlib.asynccontextmanager

@@ -12,8 +12,11 @@ __all__ = ["router"]
 def router(ctx: typer.Context) -> None:
     """Run the router: score requests, publish them to tier topics, up-route failures."""
     from deploy.cli import configure_logging, settings_of
-    from streams.app import run_router
+    from streams.app import RouterStalled, exit_stalled, run_router
 
     settings = settings_of(ctx)
     configure_logging(settings.log_level)
-    asyncio.run(run_router(settings))
+    try:
+        asyncio.run(run_router(settings))
+    except RouterStalled as exc:
+        exit_stalled(exc)

@@ -66,6 +66,10 @@ class RouterMetrics:
             "router_consumer_lag", "Messages not yet read, by topic and partition.",
             ["topic", "partition"], registry=r,
         )
+        self.stalls = Counter(
+            "router_stalls", "Partitions found stalled by the watchdog (the router then exits).",
+            registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from faust.types import TP
 from router_helpers import FakeScorer, FakeSink, request
 
 from schemas.codec import decode, encode
@@ -22,6 +26,7 @@ from streams import (
     UpRouteStage,
     build_app,
 )
+from streams.app import STALL_EXIT_CODE
 from streams.tables import default_partition
 
 
@@ -221,3 +226,55 @@ def test_tables_place_keys_without_a_producer(settings: Settings, fake_sink: Fak
     partitions = settings.topics.partitions
     for table in (router.conversations, router.users):
         assert table.partition_for_key("c-1") == default_partition(b"c-1", partitions)
+
+
+def test_stall_watchdog_fires_only_on_a_position_that_stands_still(
+    settings: Settings, fake_sink: FakeSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RouterApp, "ready", property(lambda self: True))
+    stalled = settings.model_copy(
+        update={"router": settings.router.model_copy(update={"stall_timeout_s": 30.0})}
+    )
+    router = build_app(stalled, scorer=FakeScorer(), sink=fake_sink)
+    requests = TP(settings.topics.requests, 0)
+    other = TP("someone-else", 0)
+
+    router._watch({requests: 5, other: 9}, {requests: 10, other: 1}, now=0.0)
+    router._watch({requests: 5, other: 9}, {requests: 11, other: 1}, now=20.0)  # moved
+    router._watch({requests: 0, other: 9}, {requests: 11, other: 1}, now=45.0)  # caught up
+    router._watch({requests: 3, other: 9}, {requests: 11, other: 1}, now=70.0)
+    assert not router.stalled.is_set()   # 25 s of standing still: not yet
+    router._watch({requests: 3, other: 9}, {requests: 11, other: 1}, now=76.0)
+    assert router.stalled.is_set()
+    assert f"{settings.topics.requests}[0]: 3 record(s) waiting" in router.stall_reason
+    assert "someone-else" not in router.stall_reason
+    close_unstarted(router)
+
+
+def test_stall_watchdog_off_and_during_rebalance(
+    settings: Settings, fake_sink: FakeSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = TP(settings.topics.requests, 0)
+    off = settings.model_copy(
+        update={"router": settings.router.model_copy(update={"stall_timeout_s": 0.0})}
+    )
+    monkeypatch.setattr(RouterApp, "ready", property(lambda self: True))
+    router = build_app(off, scorer=FakeScorer(), sink=fake_sink)
+    for now in (0.0, 1000.0, 5000.0):
+        router._watch({requests: 3}, {requests: 1}, now=now)
+    assert not router.stalled.is_set()
+
+    monkeypatch.setattr(RouterApp, "ready", property(lambda self: False))  # rebalancing
+    watched = build_app(settings, scorer=FakeScorer(), sink=fake_sink)
+    for now in (0.0, 1000.0, 5000.0):
+        watched._watch({requests: 3}, {requests: 1}, now=now)
+    assert not watched.stalled.is_set()
+
+
+def test_exit_stalled_leaves_with_the_stall_exit_code() -> None:
+    code = ("import threading, time; from streams.app import RouterStalled, exit_stalled;"
+            "threading.Thread(target=time.sleep, args=(60,)).start();"  # a thread that lingers
+            "exit_stalled(RouterStalled('requests[0] stuck'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == STALL_EXIT_CODE, done.stderr

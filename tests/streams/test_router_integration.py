@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.types import TP
 from router_helpers import FakeScorer, Kafka, create_all, fake_score, request
 
 from schemas.codec import decode, encode
@@ -271,6 +272,25 @@ async def test_fresh_router_first_write_is_a_table_write(
         # requests of that conversation (producers key them by the raw id).
         raw_key = json.loads(rec.key).encode()
         assert rec.partition == default_partition(raw_key, t.partitions), rec
+
+
+async def test_watchdog_reports_a_partition_that_stops_being_read(
+    router_settings: Callable[..., Settings], kafka_for: Callable[[Settings], Kafka]
+) -> None:
+    """A partition Faust stops delivering (paused here, as its flow control would) while
+    records wait on it: the watchdog names it and tells the process to exit."""
+    settings = router_settings(stall_timeout_s=3.0)
+    await create_all(settings)
+    kafka = kafka_for(settings)
+    app = build_app(settings, scorer=FakeScorer())
+    async with running(app):
+        req = request("[score=0.1]", conversation="c-stuck")
+        partition = default_partition(b"c-stuck", settings.topics.partitions)
+        app.app.consumer.pause_partitions([TP(settings.topics.requests, partition)])
+        await kafka.produce(settings.topics.requests, encode(req), key=b"c-stuck")
+        await asyncio.wait_for(app.stalled.wait(), 60)
+        assert app.stall_reason.startswith(f"{settings.topics.requests}[{partition}]")
+        assert "paused_partitions=True" in app.stall_reason
 
 
 _ROOT = Path(__file__).resolve().parents[2]
