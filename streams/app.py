@@ -323,18 +323,24 @@ class RouterApp:
 
     async def _report_lag(self) -> None:
         gauge = self.metrics.consumer_lag
+        topics = self.settings.topics
+        sources = {topics.requests, topics.uproute, topics.responses}
         while True:
             await asyncio.sleep(_LAG_INTERVAL_S)
             try:
                 consumer = self.app.consumer
                 read: dict[Any, int | None] = getattr(consumer, "_read_offset", {})
+                assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
+                # End offsets asked of the broker: the highwater a fetch leaves behind is
+                # missing or stale exactly when a partition is not being fetched.
+                ends = await asyncio.wait_for(consumer.highwaters(*assigned), 10)
                 lags: dict[Any, int] = {}
-                for tp in consumer.assignment():
-                    highwater = consumer.highwater(tp)
-                    if highwater is None:
+                for tp in assigned:
+                    end = ends.get(tp)
+                    if end is None:
                         continue
                     position = read.get(tp)
-                    lag = max(highwater - (position + 1 if position is not None else 0), 0)
+                    lag = max(end - (position + 1 if position is not None else 0), 0)
                     lags[tp] = lag
                     gauge.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
             except Exception:  # lag is best effort: never let it take the router down
