@@ -194,6 +194,8 @@ class RouterApp:
         # Per partition: (read position, when it last moved or the partition last had nothing
         # waiting), monotonic seconds.
         self._progress: dict[Any, tuple[int | None, float]] = {}
+        # Per partition with read but uncommitted records: (committed offset, since when).
+        self._commits: dict[Any, tuple[int, float]] = {}
 
         router = settings.router
         topics = settings.topics
@@ -262,6 +264,7 @@ class RouterApp:
         # Faust makes its own data directory but not the parents of it.
         self.settings.router.data_dir.mkdir(parents=True, exist_ok=True)
         self.metrics.start(self.settings.router.metrics_port)
+        self._guard_gaps()
         await self.app.start()
         self._lag_task = asyncio.create_task(self._report_lag(), name="router-lag")
         logger.info(
@@ -358,7 +361,11 @@ class RouterApp:
         if self.app.rebalancing or not self.ready:
             # Positions legitimately stand still while partitions move or tables recover.
             self._progress.clear()
+            self._commits.clear()
             return
+        committed_offsets: dict[Any, int | None] = getattr(
+            self.app.consumer, "_committed_offset", {}
+        )
         for tp, lag in lags.items():
             if tp.topic not in sources:
                 continue
@@ -367,14 +374,55 @@ class RouterApp:
             if lag == 0 or last is None or last[0] != position:
                 self._progress[tp] = (position, now)
             elif now - last[1] > limit:
-                self.stall_reason = (
+                self.fail(
                     f"{tp.topic}[{tp.partition}]: {lag} record(s) waiting, read position "
-                    f"{position} unchanged for {now - last[1]:.0f} s; {self._consumer_state(tp)}"
-                )
-                logger.error("router stalled, exiting to be restarted: %s", self.stall_reason)
-                self.metrics.stalls.inc()
-                self.stalled.set()
+                    f"{position} unchanged for {now - last[1]:.0f} s"
+                , tp)
                 return
+            # Records read but never acknowledged hold the commit back for good (Faust drops
+            # an event whose delivery a rebalance interrupted): the commit must move too.
+            committed = committed_offsets.get(tp)
+            held = self._commits.get(tp)
+            if position is None or committed is None or position <= committed:
+                self._commits.pop(tp, None)
+            elif held is None or held[0] != committed:
+                self._commits[tp] = (committed, now)
+            elif now - held[1] > limit:
+                self.fail(
+                    f"{tp.topic}[{tp.partition}]: read up to {position} but the commit has "
+                    f"stood at {committed} for {now - held[1]:.0f} s"
+                , tp)
+                return
+
+    def fail(self, reason: str, tp: Any = None) -> None:
+        """Stop routing: log ``reason`` and let :func:`run_router` exit to be restarted."""
+        if self.stalled.is_set():
+            return
+        self.stall_reason = f"{reason}; {self._consumer_state(tp)}" if tp is not None else reason
+        logger.error("router stalled, exiting to be restarted: %s", self.stall_reason)
+        self.metrics.stalls.inc()
+        self.stalled.set()
+
+    def _guard_gaps(self) -> None:
+        """Faust treats a jump in offsets as a gap to skip and commits past it; the router's
+        topics are neither compacted nor transactional, so a jump means records the fetcher
+        skipped (a race of its rebalance handling). Refuse to commit past them: stop, and
+        let the restart read them again from the committed offset."""
+        consumer: Any = self.app.consumer
+        original = consumer._add_gap
+        topics = self.settings.topics
+        sources = {topics.requests, topics.uproute, topics.responses}
+
+        async def add_gap(tp: Any, offset_from: int, offset_to: int) -> None:
+            if tp.topic not in sources:
+                await original(tp, offset_from, offset_to)
+                return
+            self.fail(
+                f"{tp.topic}[{tp.partition}]: the fetcher skipped offsets {offset_from}.."
+                f"{offset_to - 1}", tp
+            )
+
+        consumer._add_gap = add_gap
 
     def _consumer_state(self, tp: Any) -> str:
         """What Faust's consumer says about ``tp`` (for the stall report)."""

@@ -278,3 +278,41 @@ def test_exit_stalled_leaves_with_the_stall_exit_code() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == STALL_EXIT_CODE, done.stderr
+
+
+def test_watchdog_fires_when_the_commit_stands_behind_what_was_read(
+    settings: Settings, fake_sink: FakeSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RouterApp, "ready", property(lambda self: True))
+    router = build_app(settings, scorer=FakeScorer(), sink=fake_sink)
+    tp = TP(settings.topics.requests, 1)
+    consumer = router.app.consumer
+    consumer._committed_offset[tp] = 5
+    router._watch({tp: 0}, {tp: 9}, now=0.0)
+    router._watch({tp: 0}, {tp: 12}, now=20.0)
+    consumer._committed_offset[tp] = 10        # the commit moved: the clock restarts
+    router._watch({tp: 0}, {tp: 14}, now=40.0)
+    router._watch({tp: 0}, {tp: 15}, now=65.0)
+    assert not router.stalled.is_set()
+    router._watch({tp: 0}, {tp: 15}, now=71.0)
+    assert router.stalled.is_set()
+    assert "commit has stood at 10" in router.stall_reason
+    close_unstarted(router)
+
+
+async def test_gap_on_a_router_topic_stops_instead_of_skipping(
+    settings: Settings, fake_sink: FakeSink
+) -> None:
+    router = build_app(settings, scorer=FakeScorer(), sink=fake_sink)
+    router._guard_gaps()
+    consumer = router.app.consumer
+    changelog = TP("router-unit-users-changelog", 0)
+    consumer._committed_offset[changelog] = None
+    await consumer._add_gap(changelog, 3, 7)     # Faust's own handling elsewhere
+    assert not router.stalled.is_set()
+    assert changelog in consumer._gap
+    await consumer._add_gap(TP(settings.topics.uproute, 2), 3, 7)
+    assert router.stalled.is_set()
+    assert "skipped offsets 3..6" in router.stall_reason
+    assert TP(settings.topics.uproute, 2) not in consumer._gap
+    close_unstarted(router)
