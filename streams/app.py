@@ -199,6 +199,8 @@ class RouterApp:
 
         router = settings.router
         topics = settings.topics
+        # The topics the agents read (the watchdog's and the gap guard's concern).
+        self._sources = frozenset({topics.requests, topics.uproute, topics.responses})
         partitions = topics.partitions
         # Raw keys hash like the producers' keys, so the default partitioner puts a record in
         # the changelog partition numbered like the requests of its conversation.
@@ -326,8 +328,7 @@ class RouterApp:
 
     async def _report_lag(self) -> None:
         gauge = self.metrics.consumer_lag
-        topics = self.settings.topics
-        sources = {topics.requests, topics.uproute, topics.responses}
+        sources = self._sources
         while True:
             await asyncio.sleep(_LAG_INTERVAL_S)
             try:
@@ -356,8 +357,7 @@ class RouterApp:
         limit = self.settings.router.stall_timeout_s
         if limit <= 0 or self.stalled.is_set():
             return
-        topics = self.settings.topics
-        sources = {topics.requests, topics.uproute, topics.responses}
+        sources = self._sources
         if self.app.rebalancing or not self.ready:
             # Positions legitimately stand still while partitions move or tables recover.
             self._progress.clear()
@@ -376,8 +376,9 @@ class RouterApp:
             elif now - last[1] > limit:
                 self.fail(
                     f"{tp.topic}[{tp.partition}]: {lag} record(s) waiting, read position "
-                    f"{position} unchanged for {now - last[1]:.0f} s"
-                , tp)
+                    f"{position} unchanged for {now - last[1]:.0f} s",
+                    tp,
+                )
                 return
             # Records read but never acknowledged hold the commit back for good (Faust drops
             # an event whose delivery a rebalance interrupted): the commit must move too.
@@ -390,8 +391,9 @@ class RouterApp:
             elif now - held[1] > limit:
                 self.fail(
                     f"{tp.topic}[{tp.partition}]: read up to {position} but the commit has "
-                    f"stood at {committed} for {now - held[1]:.0f} s"
-                , tp)
+                    f"stood at {committed} for {now - held[1]:.0f} s",
+                    tp,
+                )
                 return
 
     def fail(self, reason: str, tp: Any = None) -> None:
@@ -410,8 +412,7 @@ class RouterApp:
         let the restart read them again from the committed offset."""
         consumer: Any = self.app.consumer
         original = consumer._add_gap
-        topics = self.settings.topics
-        sources = {topics.requests, topics.uproute, topics.responses}
+        sources = self._sources
 
         async def add_gap(tp: Any, offset_from: int, offset_to: int) -> None:
             if tp.topic not in sources:

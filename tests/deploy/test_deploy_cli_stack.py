@@ -144,9 +144,7 @@ def cli(tmp_path: Path, servers: dict[str, ModelServer]) -> Iterator[Cli]:
     path.write_text(yaml.safe_dump(config))
     runner = Cli(tmp_path, path)
     yield runner
-    # Whatever a failed test left behind.
-    subprocess.run(runner.argv("down"), cwd=tmp_path, capture_output=True, timeout=120,
-                   env=_env())
+    runner.run("down", timeout_s=120)  # whatever a failed test left behind
 
 
 def test_up_keep_then_send_tail_stats_down(cli: Cli) -> None:
