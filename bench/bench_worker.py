@@ -2,7 +2,8 @@
 
 Prints numbers; it is not a timed test. What it measures, in one run on one machine:
 
-* **baseline**: ``--requests`` direct calls with one pooled ``httpx.AsyncClient``, at most
+* **baseline**: ``--requests`` direct calls with one pooled ``httpx.AsyncClient`` (the
+  connection pool the worker uses, ``--http-client``), at most
   ``--concurrency`` at once, from this process to the server: latency minus the server's
   fixed latency is the cost of the HTTP path alone.
 * **worker**: the same number of ScoredRequests produced to a tier topic first, then one
@@ -34,12 +35,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
+from httpx_aiohttp import AiohttpTransport
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,7 +50,13 @@ sys.path.insert(0, str(ROOT))
 from bench.common import bench_broker, free_port  # noqa: E402
 from deploy.admin import create_topics, kafka_client_kwargs  # noqa: E402
 from schemas.codec import decode, encode  # noqa: E402
-from schemas.messages import ChatMessage, RouteRequest, RouteResponse, ScoredRequest  # noqa: E402
+from schemas.messages import (  # noqa: E402
+    ChatMessage,
+    RouteRequest,
+    RouteResponse,
+    ScoredRequest,
+    UpRouteEvent,
+)
 from schemas.settings import KafkaSettings, Settings, TopicSettings  # noqa: E402
 
 
@@ -79,7 +88,9 @@ def stop_server(process: subprocess.Popen[str]) -> str:
     return out.strip()
 
 
-async def baseline(url: str, requests: int, concurrency: int, latency_s: float) -> dict[str, float]:
+async def baseline(
+    url: str, requests: int, concurrency: int, latency_s: float, http_client: str
+) -> dict[str, float]:
     body = {
         "model": "bench-model",
         "messages": [{"role": "user", "content": "What are your store hours?"}],
@@ -88,7 +99,13 @@ async def baseline(url: str, requests: int, concurrency: int, latency_s: float) 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
     semaphore = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30.0, trust_env=False) as client:
+    # The same client the worker builds for its tier (see workers.providers.HTTPProvider).
+    transport = None
+    if http_client == "aiohttp":
+        transport = AiohttpTransport(limits=limits, trust_env=False)
+    async with httpx.AsyncClient(
+        limits=limits, timeout=30.0, trust_env=False, transport=transport
+    ) as client:
 
         async def one() -> None:
             async with semaphore:
@@ -157,38 +174,50 @@ async def wait_healthy(port: int, timeout_s: float = 120) -> None:
     await asyncio.wait_for(poll(), timeout_s)
 
 
-async def read_responses(
-    kafka: KafkaSettings, topic: str, count: int, timeout_s: float
-) -> list[tuple[int, RouteResponse]]:
+async def read_outcomes(
+    kafka: KafkaSettings, topics: TopicSettings, count: int, timeout_s: float
+) -> tuple[list[tuple[int, RouteResponse]], Counter[str]]:
+    """Responses (with their CreateTime) and up-routes by cause, until ``count`` ids have one."""
     consumer = AIOKafkaConsumer(
         **kafka_client_kwargs(kafka), group_id=None, auto_offset_reset="earliest",
         enable_auto_commit=False, fetch_max_bytes=64 * 1024 * 1024,
     )
     await consumer.start()
     rows: list[tuple[int, RouteResponse]] = []
+    uproutes: Counter[str] = Counter()
     seen: set[str] = set()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions:
-            await consumer._client.force_metadata_update()
+        tps = []
+        for topic in (topics.responses, topics.uproute):
             partitions = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in partitions]
+            while not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic)
+            tps += [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
 
         async def read() -> None:
             while len(seen) < count:
                 batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-                for records in batch.values():
+                for tp, records in batch.items():
                     for record in records:
+                        if tp.topic == topics.uproute:
+                            event = decode(UpRouteEvent, record.value)
+                            uproutes[event.cause] += 1
+                            seen.add(event.request_id)
+                            continue
                         response = decode(RouteResponse, record.value)
                         seen.add(response.request_id)
                         rows.append((record.timestamp, response))
 
-        await asyncio.wait_for(read(), timeout_s)
+        try:
+            await asyncio.wait_for(read(), timeout_s)
+        except TimeoutError:
+            print(f"gave up after {timeout_s:.0f} s: {count - len(seen)} requests without outcome")
     finally:
         await consumer.stop()
-    return rows
+    return rows, uproutes
 
 
 def open_log() -> IO[bytes]:
@@ -198,7 +227,7 @@ def open_log() -> IO[bytes]:
 
 async def bench_worker(
     settings: Settings, requests: int, concurrency: int, latency_s: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     topics = settings.topics
     await produce_requests(settings.kafka, topics.tier("bench"), requests)
     port = free_port()
@@ -218,7 +247,7 @@ async def bench_worker(
         sampler = asyncio.create_task(sample_in_flight(port, stop, peaks))
         try:
             await wait_healthy(port)
-            rows = await read_responses(settings.kafka, topics.responses, requests, 600)
+            rows, uproutes = await read_outcomes(settings.kafka, topics, requests, 600)
         finally:
             stop.set()
             await sampler
@@ -243,6 +272,7 @@ async def bench_worker(
         "unique": unique,
         "throughput": unique / elapsed_s,
         "peak_in_flight": max(peaks, default=0.0),
+        "uproutes": uproutes,
         "call_p50": pct(call, 50),
         "call_p99": pct(call, 99),
         "proc_p50": pct(processing, 50),
@@ -272,8 +302,12 @@ async def main_async(args: argparse.Namespace) -> None:
                 uproute=f"{prefix}llm.uproute", responses=f"{prefix}llm.responses",
                 deadletter=f"{prefix}llm.deadletter", partitions=args.partitions,
             ),
+            # A burst of thousands of new connections to one Python server takes seconds to be
+            # accepted: the connect phase gets the whole call's budget.
             tiers={"bench": {"base_url": url, "model": "bench-model", "timeout_s": 30.0,
-                             "concurrency": args.concurrency}},
+                             "connect_timeout_s": 30.0,
+                             "concurrency": args.concurrency,
+                             "http_client": args.http_client}},
             chain=("bench",),
             router={"thresholds": (), "app_id": prefix.rstrip(".")},
             workers={"commit_interval_ms": 500},
@@ -281,7 +315,7 @@ async def main_async(args: argparse.Namespace) -> None:
         await create_topics(settings.kafka, settings.topics, settings.chain)
         print(f"baseline: {args.requests} direct httpx calls, {args.concurrency} at once…",
               flush=True)
-        base = await baseline(url, args.requests, args.concurrency, latency_s)
+        base = await baseline(url, args.requests, args.concurrency, latency_s, args.http_client)
         print(f"worker: {args.requests} requests through one worker process…", flush=True)
         result = await bench_worker(settings, args.requests, args.concurrency, latency_s)
     finally:
@@ -294,6 +328,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
     print()
     print(f"server latency {args.latency_ms:.0f} ms, concurrency {args.concurrency}, "
+          f"connection pool {args.http_client}, "
           f"{args.requests} requests, {args.partitions} partitions, {os.cpu_count()} CPUs")
     print(f"server: {served.splitlines()[-1] if served else '?'}")
     print(f"{'':34} {'throughput/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
@@ -308,7 +343,8 @@ async def main_async(args: argparse.Namespace) -> None:
           f"p99 {result['proc_p99'] - base['p99']:+.2f} ms (call+validate+build)")
     print(f"worker peak in-flight (sampled gauge): {result['peak_in_flight']:.0f}; "
           f"server peak concurrent calls (whole run): {server_peak[-1] if server_peak else '?'}")
-    print(f"responses {result['responses']:.0f}, unique {result['unique']:.0f}")
+    print(f"responses {result['responses']:.0f}, unique {result['unique']:.0f}; "
+          f"up-routed {sum(result['uproutes'].values())} {dict(result['uproutes'])}")
 
 
 def main() -> None:
@@ -317,6 +353,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2000)
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--http-client", choices=("aiohttp", "httpx"), default="aiohttp",
+        help="the connection pool under httpx, for the worker and the baseline alike",
+    )
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
     asyncio.run(main_async(parser.parse_args()))
 

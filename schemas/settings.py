@@ -119,6 +119,9 @@ class TierSettings(BaseModel):
     api_key: SecretStr | None = None
     timeout_s: float = Field(default=1.5, gt=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)
+    # Connection pool under the httpx client: aiohttp's (fast with thousands of connections in
+    # use) or httpcore's own (HTTP/2 capable, slow past a few dozen busy connections).
+    http_client: Literal["aiohttp", "httpx"] = "aiohttp"
     # Multiply timeout_s by (score_timeout_floor + (1 - floor) * score) when enabled:
     # easy requests give up sooner.
     scale_timeout_by_score: bool = False

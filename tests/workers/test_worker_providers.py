@@ -25,13 +25,22 @@ from workers.testing import Behaviour, ModelServer
 TIMEOUT = httpx.Timeout(2.0)
 
 
+@pytest.fixture(params=["aiohttp", "httpx"])
+def http_client(request: pytest.FixtureRequest) -> str:
+    """Both connection pools under the httpx client must map failures the same way."""
+    return str(request.param)
+
+
 def tier(server: ModelServer, provider: str = "openai", **values) -> TierSettings:
     return TierSettings(provider=provider, base_url=server.url, model="m", **values)
 
 
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
-async def test_ok_answer_with_usage(model_server: ModelServer, api: str) -> None:
-    settings = tier(model_server, api, api_key=SecretStr("sk-test-123"), max_output_tokens=50)
+async def test_ok_answer_with_usage(model_server: ModelServer, api: str, http_client: str) -> None:
+    settings = tier(
+        model_server, api, api_key=SecretStr("sk-test-123"), max_output_tokens=50,
+        http_client=http_client,
+    )
     async with make_provider(settings) as provider:
         assert isinstance(provider, OpenAIProvider if api == "openai" else AnthropicProvider)
         completion = await asyncio.wait_for(
@@ -90,10 +99,15 @@ async def test_openai_asks_for_json_when_the_format_is_json(model_server: ModelS
     ids=["429", "500", "529", "400", "malformed"],
 )
 async def test_failures_map_to_the_hierarchy(
-    model_server: ModelServer, api: str, behaviour: Behaviour, error: type, status: int
+    model_server: ModelServer,
+    api: str,
+    behaviour: Behaviour,
+    error: type,
+    status: int,
+    http_client: str,
 ) -> None:
     model_server.behaviour = behaviour
-    async with make_provider(tier(model_server, api)) as provider:
+    async with make_provider(tier(model_server, api, http_client=http_client)) as provider:
         with pytest.raises(error) as info:
             await asyncio.wait_for(provider.complete(scored_request(), "m", TIMEOUT), 5)
     assert info.value.status == status
@@ -101,9 +115,9 @@ async def test_failures_map_to_the_hierarchy(
         assert info.value.retry_after_s == 3.0
 
 
-async def test_slow_server_times_out(model_server: ModelServer) -> None:
+async def test_slow_server_times_out(model_server: ModelServer, http_client: str) -> None:
     model_server.behaviour = Behaviour.slow(2.0)
-    async with make_provider(tier(model_server)) as provider:
+    async with make_provider(tier(model_server, http_client=http_client)) as provider:
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(UpstreamTimeout):
@@ -113,14 +127,46 @@ async def test_slow_server_times_out(model_server: ModelServer) -> None:
         assert loop.time() - started < 1.0
 
 
-async def test_connection_refused_is_unavailable() -> None:
+async def test_connection_refused_is_unavailable(http_client: str) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = TierSettings(base_url=f"http://127.0.0.1:{port}/v1")
+    settings = TierSettings(base_url=f"http://127.0.0.1:{port}/v1", http_client=http_client)
     async with make_provider(settings) as provider:
         with pytest.raises(UpstreamUnavailable):
             await asyncio.wait_for(provider.complete(scored_request(), "m", TIMEOUT), 5)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b"", UpstreamUnavailable),  # reads the request, closes without a word
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"choices\"", UpstreamUnavailable),
+        (b"NOT HTTP AT ALL\r\n\r\n", UpstreamUnavailable),
+    ],
+    ids=["closed", "short-body", "garbage"],
+)
+async def test_broken_connections_map_to_the_hierarchy(
+    http_client: str, reply: bytes, error: type
+) -> None:
+    """A raw TCP server that answers badly: every backend names the failure the same way."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = TierSettings(base_url=f"http://127.0.0.1:{port}/v1", http_client=http_client)
+    try:
+        async with make_provider(settings) as provider:
+            with pytest.raises(error):
+                await asyncio.wait_for(provider.complete(scored_request(), "m", TIMEOUT), 5)
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_provider_lifecycle_is_idempotent(model_server: ModelServer) -> None:
