@@ -191,9 +191,9 @@ class RouterApp:
         # Set by the watchdog when a partition stalls; run_router then exits.
         self.stalled = asyncio.Event()
         self.stall_reason = ""
-        # Per partition: (read position, when it last moved or the partition last had nothing
-        # waiting), monotonic seconds.
-        self._progress: dict[Any, tuple[int | None, float]] = {}
+        # Per partition: ((read position, committed offset), when either last moved or the
+        # partition last had nothing waiting), monotonic seconds.
+        self._progress: dict[Any, tuple[tuple[int | None, int | None], float]] = {}
         # Per partition with read but uncommitted records: (committed offset, since when).
         self._commits: dict[Any, tuple[int, float]] = {}
 
@@ -370,19 +370,22 @@ class RouterApp:
             if tp.topic not in sources:
                 continue
             position = read.get(tp)
+            committed = committed_offsets.get(tp)
+            # Progress is reading or committing: a busy router stops fetching a partition
+            # whose stream buffer is full (Faust's flow control) and reads on once the agent
+            # has worked through it, committing as it goes.
             last = self._progress.get(tp)
-            if lag == 0 or last is None or last[0] != position:
-                self._progress[tp] = (position, now)
+            if lag == 0 or last is None or last[0] != (position, committed):
+                self._progress[tp] = ((position, committed), now)
             elif now - last[1] > limit:
                 self.fail(
                     f"{tp.topic}[{tp.partition}]: {lag} record(s) waiting, read position "
-                    f"{position} unchanged for {now - last[1]:.0f} s",
+                    f"{position} and commit {committed} unchanged for {now - last[1]:.0f} s",
                     tp,
                 )
                 return
             # Records read but never acknowledged hold the commit back for good (Faust drops
             # an event whose delivery a rebalance interrupted): the commit must move too.
-            committed = committed_offsets.get(tp)
             held = self._commits.get(tp)
             if position is None or committed is None or position <= committed:
                 self._commits.pop(tp, None)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from classifier_onnx import CATEGORIES, ModelNotFound, Score, Scorer, render_request
+from classifier_onnx.scorer import _chunks_by_length
 
 # The routing examples the mission names, phrased as a user would send them.
 MISSION = [
@@ -107,6 +108,55 @@ def test_large_batches_are_sorted_and_come_back_in_order(scorer: Scorer) -> None
     batched = scorer.score(texts)
     singles = [scorer.score([t])[0] for t in texts]
     _assert_close(singles, batched)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "batch_size", "chunks"),
+    [
+        ([], 32, []),
+        ([7], 32, [[0]]),
+        # Short and long texts are not padded to each other, and come back sorted by length.
+        ([5, 120, 6, 118, 7], 32, [[0, 2, 4], [3, 1]]),
+        # Equal lengths fill batches up to batch_size.
+        ([10] * 5, 2, [[0, 1], [2, 3], [4]]),
+        # A slowly growing length stays in one run while padding stays under 25 %, and
+        # a few padding tokens never cost a run of their own.
+        ([100, 110, 120, 130], 32, [[0, 1, 2, 3]]),
+        ([3, 4, 8], 32, [[0, 1, 2]]),
+        ([10, 10, 10, 40], 32, [[0, 1, 2], [3]]),
+    ],
+)
+def test_chunks_by_length(lengths: list[int], batch_size: int, chunks: list[list[int]]) -> None:
+    got = _chunks_by_length(lengths, batch_size)
+    assert got == chunks
+    assert sorted(i for chunk in got for i in chunk) == list(range(len(lengths)))
+    for chunk in got:
+        width = max(lengths[i] for i in chunk)
+        real = sum(lengths[i] for i in chunk)
+        assert len(chunk) <= batch_size
+        assert len(chunk) == 1 or width * len(chunk) - real <= max(0.25 * real, 64)
+
+
+def test_small_batches_of_mixed_lengths_run_in_length_chunks(
+    scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A router batch (fewer than batch_size texts) of short and long texts is not padded to
+    its longest text: padding is compute on CPU."""
+    widths: list[tuple[int, int]] = []
+    run = scorer._run
+
+    def recording(batch):  # type: ignore[no-untyped-def]
+        widths.append((len(batch), max(len(e.ids) for e in batch)))
+        return run(batch)
+
+    monkeypatch.setattr(scorer, "_run", recording)
+    texts = ["hi", "What are your store hours?", "ok thanks"] + [
+        "Write a function that parses an RFC 5322 address list, with tests. " * 8
+    ]
+    scores = scorer.score(texts)
+    assert len(widths) == 2  # the three short texts, then the long one alone
+    assert widths[0][0] == 3 and widths[0][1] < 16
+    assert widths[1] == (1, scores[3].tokens)
 
 
 def test_50kb_input_is_cut_and_truncated(scorer: Scorer) -> None:
