@@ -66,7 +66,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Literal, TypedDict
@@ -85,6 +85,7 @@ __all__ = [
     "KafkaBroker",
     "SaslListener",
     "SaslMechanism",
+    "SaslProtocol",
     "ensure_jars",
 ]
 
@@ -164,7 +165,7 @@ class BrokerStatus(TypedDict):
 
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 _SASL_MECHANISMS: tuple[SaslMechanism, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-_SASL_LISTENER = "SASL_PLAINTEXT"
+SaslProtocol = Literal["SASL_PLAINTEXT", "SASL_SSL"]
 # Quoted into a JAAS config and into the storage tool's --add-scram argument: keep them plain.
 _SASL_USER_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-"
@@ -174,7 +175,8 @@ _SASL_PASSWORD_FORBIDDEN = frozenset('"\\,[]=;')
 
 @dataclasses.dataclass(frozen=True)
 class SaslListener:
-    """A SASL_PLAINTEXT listener on ``port`` for ``users`` (name → password).
+    """A SASL listener on ``port`` for ``users`` (name → password): SASL_PLAINTEXT, or
+    SASL_SSL when ``keystore`` is given.
 
     ``mechanisms`` are the SASL mechanisms it accepts. PLAIN users live in the listener's
     JAAS config (in ``server.properties``); SCRAM users are created in the KRaft metadata when
@@ -185,14 +187,26 @@ class SaslListener:
     spaces or any of ``"\\,[]=;``. Passwords are kept as :class:`~pydantic.SecretStr`, so
     they do not show in reprs or logs.
 
+    ``keystore`` is a PEM file with the broker's private key (PKCS#8, unencrypted) and its
+    certificate chain (Kafka's ``ssl.keystore.type=PEM``); clients then connect with
+    ``security_protocol=SASL_SSL`` and the CA in ``ssl_cafile``. SCRAM users are
+    cluster-wide: a user of one listener exists on every listener that enables SCRAM.
+
     Example::
 
         SaslListener(port=19094, users={"router": "s3cret"}, mechanisms=("PLAIN",))
+        SaslListener(port=19095, users={"router": "s3cret"}, keystore=Path("broker.pem"))
     """
 
     port: int
     users: Mapping[str, SecretStr | str] = dataclasses.field(repr=False)
     mechanisms: tuple[SaslMechanism, ...] = ("PLAIN", "SCRAM-SHA-256")
+    keystore: Path | None = None
+
+    @property
+    def protocol(self) -> SaslProtocol:
+        """The listener's security protocol, which is also its listener name."""
+        return "SASL_SSL" if self.keystore is not None else "SASL_PLAINTEXT"
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -235,9 +249,13 @@ class SaslListener:
         return secret.get_secret_value()
 
     def server_properties(self) -> dict[str, str]:
-        """The listener-scoped broker settings: enabled mechanisms and their JAAS configs."""
-        prefix = f"listener.name.{_SASL_LISTENER.lower()}"
+        """The listener-scoped broker settings: enabled mechanisms and their JAAS configs, and
+        for SASL_SSL the PEM keystore."""
+        prefix = f"listener.name.{self.protocol.lower()}"
         properties = {f"{prefix}.sasl.enabled.mechanisms": ",".join(self.mechanisms)}
+        if self.keystore is not None:
+            properties[f"{prefix}.ssl.keystore.type"] = "PEM"
+            properties[f"{prefix}.ssl.keystore.location"] = str(self.keystore.resolve())
         if "PLAIN" in self.mechanisms:
             users = " ".join(f'user_{name}="{self._password(name)}"' for name in self.users)
             properties[f"{prefix}.plain.sasl.jaas.config"] = (
@@ -249,16 +267,13 @@ class SaslListener:
             )
         return properties
 
-    def add_scram_args(self) -> list[str]:
-        """The storage tool's ``--add-scram`` arguments that create the SCRAM users."""
-        args: list[str] = []
-        for mechanism in self.scram_mechanisms:
-            for name in self.users:
-                args += [
-                    "--add-scram",
-                    f'{mechanism}=[name={name},password="{self._password(name)}"]',
-                ]
-        return args
+    def scram_credentials(self) -> list[tuple[SaslMechanism, str, str]]:
+        """(mechanism, user, the storage tool's ``--add-scram`` value) per SCRAM user."""
+        return [
+            (mechanism, name, f'{mechanism}=[name={name},password="{self._password(name)}"]')
+            for mechanism in self.scram_mechanisms
+            for name in self.users
+        ]
 
 
 # --------------------------------------------------------------------------- jars
@@ -541,20 +556,29 @@ class KafkaBroker:
         settings: BrokerSettings,
         *,
         die_with_parent: bool = False,
-        sasl: SaslListener | None = None,
+        sasl: SaslListener | Sequence[SaslListener] | None = None,
     ) -> None:
         """``die_with_parent=True`` (Linux; test fixtures) SIGTERMs the broker when the
         thread that started it exits, so a killed test run leaves no JVM behind. The default
         lets the broker outlive its starter, as ``llm-router broker start`` needs.
 
-        ``sasl`` adds a SASL_PLAINTEXT listener (see :class:`SaslListener`)."""
-        if sasl is not None and sasl.port in (settings.port, settings.controller_port):
-            raise ValueError(
-                f"the SASL port {sasl.port} is already the broker's or the controller's port"
-            )
+        ``sasl`` adds SASL listeners (see :class:`SaslListener`): at most one SASL_PLAINTEXT
+        and one SASL_SSL."""
+        listeners = (sasl,) if isinstance(sasl, SaslListener) else tuple(sasl or ())
+        ports = [listener.port for listener in listeners]
+        for port in ports:
+            if port in (settings.port, settings.controller_port) or ports.count(port) > 1:
+                raise ValueError(
+                    f"the SASL port {port} is already the broker's, the controller's or "
+                    "another listener's port"
+                )
+        protocols = [listener.protocol for listener in listeners]
+        if len(set(protocols)) < len(protocols):
+            raise ValueError(f"at most one SASL listener per protocol, got {protocols}")
         self._settings = settings
         self._die_with_parent = die_with_parent
-        self._sasl = sasl
+        self._listeners = listeners
+        self._sasl = listeners[0] if listeners else None
         self._data_dir = settings.data_dir.expanduser().resolve()
         # Set only in the process that started the broker: lets it reap the child.
         self._process: subprocess.Popen[bytes] | None = None
@@ -574,11 +598,22 @@ class KafkaBroker:
         return self._sasl
 
     @property
+    def sasl_listeners(self) -> tuple[SaslListener, ...]:
+        return self._listeners
+
+    @property
     def sasl_bootstrap_servers(self) -> str:
-        """``host:port`` of the SASL_PLAINTEXT listener; ValueError when there is none."""
+        """``host:port`` of the (first) SASL listener; ValueError when there is none."""
         if self._sasl is None:
             raise ValueError("this broker has no SASL listener")
         return f"{self._settings.host}:{self._sasl.port}"
+
+    def bootstrap_servers_for(self, protocol: SaslProtocol) -> str:
+        """``host:port`` of the SASL listener speaking ``protocol``; ValueError if none."""
+        for listener in self._listeners:
+            if listener.protocol == protocol:
+                return f"{self._settings.host}:{listener.port}"
+        raise ValueError(f"this broker has no {protocol} listener")
 
     @property
     def data_dir(self) -> Path:
@@ -661,7 +696,7 @@ class KafkaBroker:
         self.stop()
 
     def __repr__(self) -> str:
-        sasl = f", sasl={self._sasl!r}" if self._sasl is not None else ""
+        sasl = f", sasl={list(self._listeners)!r}" if self._listeners else ""
         return (
             f"KafkaBroker(bootstrap_servers={self.bootstrap_servers!r}, "
             f"data_dir={self._data_dir}{sasl})"
@@ -752,9 +787,9 @@ class KafkaBroker:
         s = self._settings
         listeners = [f"PLAINTEXT://{s.host}:{s.port}"]
         protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
-        if self._sasl is not None:
-            listeners.append(f"{_SASL_LISTENER}://{s.host}:{self._sasl.port}")
-            protocols.append(f"{_SASL_LISTENER}:{_SASL_LISTENER}")
+        for listener in self._listeners:
+            listeners.append(f"{listener.protocol}://{s.host}:{listener.port}")
+            protocols.append(f"{listener.protocol}:{listener.protocol}")
         properties = {
             "process.roles": "broker,controller",
             "node.id": str(_NODE_ID),
@@ -780,8 +815,8 @@ class KafkaBroker:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
         }
-        if self._sasl is not None:
-            properties.update(self._sasl.server_properties())
+        for listener in self._listeners:
+            properties.update(listener.server_properties())
         properties.update(s.extra_config)
         return properties
 
@@ -812,8 +847,9 @@ class KafkaBroker:
 
         SCRAM users of the SASL listener are created here, so only on the first start.
         """
-        scram_users = (
-            sorted(self._sasl.users) if self._sasl and self._sasl.scram_mechanisms else []
+        scram_users = sorted(
+            {name for listener in self._listeners if listener.scram_mechanisms
+             for name in listener.users}
         )
         scram_file = self._data_dir / "scram-users"
         if (self.log_dirs / "meta.properties").is_file():
@@ -845,8 +881,13 @@ class KafkaBroker:
             str(self.properties_file),
             "--ignore-formatted",
         ]
-        if self._sasl is not None:
-            cmd += self._sasl.add_scram_args()
+        # A user on two listeners is created once (the first listener's password wins).
+        added: set[tuple[str, str]] = set()
+        for listener in self._listeners:
+            for mechanism, name, arg in listener.scram_credentials():
+                if (mechanism, name) not in added:
+                    added.add((mechanism, name))
+                    cmd += ["--add-scram", arg]
         logger.info("formatting Kafka storage in %s (cluster id %s)", self.log_dirs, cluster_id)
         try:
             result = subprocess.run(

@@ -199,6 +199,9 @@ class Stack:
             name="router",
             argv=self._cli("router"),
             health_url=f"http://127.0.0.1:{router_port}/metrics" if router_port else None,
+            # Nothing supervises the stack's processes (`up --keep` leaves them running):
+            # a stalled router restarts itself in place instead of exiting.
+            env={"LLM_ROUTER_ROUTER__ON_STALL": "restart"},
         ))
         for tier in self.settings.chain:
             port = self.worker_ports[tier]

@@ -177,6 +177,9 @@ class RouterSettings(BaseModel):
     # for this long (outside a rebalance) makes the router exit with code 75 so that its
     # supervisor restarts it from the committed offsets. 0 turns the watchdog off.
     stall_timeout_s: float = Field(default=30.0, ge=0)
+    # What a stalled router does: "exit" (status 75, for a supervisor: Kubernetes, compose)
+    # or "restart" (re-executes itself in place, same pid and log: for `llm-router up`).
+    on_stall: Literal["exit", "restart"] = "exit"
     # Faust's local state (RocksDB tables, offsets of standby tables).
     data_dir: Path = Path("var/router")
 

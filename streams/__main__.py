@@ -22,7 +22,7 @@ def main() -> None:
     try:
         asyncio.run(run_router(settings))
     except RouterStalled as exc:
-        exit_stalled(exc)
+        exit_stalled(exc, restart=settings.router.on_stall == "restart")
 
 
 if __name__ == "__main__":

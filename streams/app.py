@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -499,9 +500,19 @@ async def run_router(settings: Settings, *, stop: asyncio.Event | None = None) -
         logger.info("router ran %.1f s", time.monotonic() - started)
 
 
-def exit_stalled(exc: RouterStalled) -> NoReturn:
+def exit_stalled(exc: RouterStalled, *, restart: bool = False) -> NoReturn:
     """Leave the process now with :data:`STALL_EXIT_CODE` (threads of a stuck Faust app
-    must not keep it alive); its supervisor restarts it."""
+    must not keep it alive); its supervisor restarts it.
+
+    ``restart=True`` (``router.on_stall: restart``) is for a router nobody supervises: the
+    process executes its own command line again, in place (same pid, same log), and the new
+    router resumes from the committed offsets."""
+    if restart:
+        logger.error("restarting in place: %s", exc)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     logger.error("exiting with %d: %s", STALL_EXIT_CODE, exc)
     logging.shutdown()
     os._exit(STALL_EXIT_CODE)

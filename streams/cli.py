@@ -19,4 +19,4 @@ def router(ctx: typer.Context) -> None:
     try:
         asyncio.run(run_router(settings))
     except RouterStalled as exc:
-        exit_stalled(exc)
+        exit_stalled(exc, restart=settings.router.on_stall == "restart")

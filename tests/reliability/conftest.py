@@ -23,7 +23,12 @@ if _ROOT not in sys.path:
 if getattr(sys.modules.get("workers"), "__file__", "") is None:
     del sys.modules["workers"]
 
-from reliability_helpers import CHAIN, SASL_USERS  # noqa: E402
+from reliability_helpers import (  # noqa: E402
+    CHAIN,
+    SASL_SSL_MECHANISMS,
+    SASL_USERS,
+    make_tls_files,
+)
 
 from bench.harness import Stack, tier_overrides  # noqa: E402
 from deploy.broker import KafkaBroker, SaslListener  # noqa: E402
@@ -33,16 +38,33 @@ from workers.testing import ModelServer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    """A broker of this module's own with a SASL_PLAINTEXT listener (PLAIN, SCRAM-SHA-256)."""
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(CA certificate, broker PEM keystore) made for this module's SASL_SSL listener."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(
+    tmp_path_factory: pytest.TempPathFactory, tls_files: tuple[Path, Path]
+) -> Iterator[KafkaBroker]:
+    """A broker of this module's own with a SASL_PLAINTEXT listener (PLAIN, SCRAM-SHA-256)
+    and a SASL_SSL listener (PLAIN, SCRAM-SHA-512; its CA is ``tls_files[0]``)."""
     settings = broker_settings(tmp_path_factory.mktemp("sasl-kafka"))
-    port = free_port()
-    while port in (settings.port, settings.controller_port):
+    ports: list[int] = []
+    while len(ports) < 2:
         port = free_port()
+        if port not in (settings.port, settings.controller_port, *ports):
+            ports.append(port)
     broker = KafkaBroker(
         settings,
         die_with_parent=True,
-        sasl=SaslListener(port=port, users=SASL_USERS, mechanisms=("PLAIN", "SCRAM-SHA-256")),
+        sasl=[
+            SaslListener(port=ports[0], users=SASL_USERS, mechanisms=("PLAIN", "SCRAM-SHA-256")),
+            SaslListener(
+                port=ports[1], users=SASL_USERS, mechanisms=SASL_SSL_MECHANISMS,
+                keystore=tls_files[1],
+            ),
+        ],
     )
     try:
         broker.start()

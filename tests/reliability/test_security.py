@@ -1,12 +1,13 @@
 """Security: SASL against the real broker, and secrets and prompts kept out of logs.
 
-* A broker with a SASL_PLAINTEXT listener (``deploy.broker.SaslListener``) serves clients
-  built by ``deploy.admin.kafka_client_kwargs`` with PLAIN and SCRAM-SHA-256; a wrong
-  password is refused with the broker's reason.
-* The router and a worker pool run over SASL with a planted API key and a planted SASL
-  password; neither appears in any process log, in ``/metrics`` of the router or a worker,
-  in any dead letter or answer, or in the broker's log. Prompt text (a unique marker) is not
-  logged at the default settings.
+* A broker with a SASL_PLAINTEXT and a SASL_SSL listener (``deploy.broker.SaslListener``,
+  a throwaway CA) serves clients built by ``deploy.admin.kafka_client_kwargs`` with PLAIN,
+  SCRAM-SHA-256 and SCRAM-SHA-512; a wrong password is refused with the broker's reason, a
+  client that does not trust the broker's certificate with the TLS error.
+* The router and the worker pools run over SASL_SSL (SCRAM-SHA-512) with a planted API key
+  and a planted SASL password; neither appears in any process log, in ``/metrics`` of the
+  router or a worker, in any dead letter or answer, or in the broker's log. Prompt text (a
+  unique marker) is not logged at the default settings.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import stat
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -24,7 +26,7 @@ from reliability_helpers import SASL_USERS
 
 from bench.harness import Stack, make_request, metrics_text, read_topic
 from deploy.admin import create_topics, kafka_client_kwargs
-from deploy.broker import KafkaBroker, SaslListener
+from deploy.broker import KafkaBroker, SaslListener, SaslProtocol
 from schemas.codec import encode
 from schemas.messages import ChatMessage
 from schemas.settings import KafkaSettings, Settings, TopicSettings
@@ -39,14 +41,23 @@ SASL_USER = "router"
 SASL_PASSWORD = SASL_USERS[SASL_USER]
 
 
-def sasl_kafka(broker: KafkaBroker, mechanism: str, user: str, password: str) -> KafkaSettings:
+def sasl_kafka(
+    broker: KafkaBroker,
+    mechanism: str,
+    user: str,
+    password: str,
+    *,
+    protocol: SaslProtocol = "SASL_PLAINTEXT",
+    cafile: Path | None = None,
+) -> KafkaSettings:
     return KafkaSettings(
-        bootstrap_servers=broker.sasl_bootstrap_servers,
+        bootstrap_servers=broker.bootstrap_servers_for(protocol),
         client_id="rel-sasl",
-        security_protocol="SASL_PLAINTEXT",
+        security_protocol=protocol,
         sasl_mechanism=mechanism,  # type: ignore[arg-type]
         sasl_username=user,
         sasl_password=password,  # type: ignore[arg-type]
+        ssl_cafile=cafile,
     )
 
 
@@ -58,9 +69,25 @@ def topics_named(prefix: str) -> TopicSettings:
     )
 
 
-@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
-async def test_sasl_clients_produce_and_consume(sasl_broker: KafkaBroker, mechanism: str) -> None:
-    kafka = sasl_kafka(sasl_broker, mechanism, SASL_USER, SASL_PASSWORD)
+@pytest.mark.parametrize(
+    ("protocol", "mechanism"),
+    [
+        ("SASL_PLAINTEXT", "PLAIN"),
+        ("SASL_PLAINTEXT", "SCRAM-SHA-256"),
+        ("SASL_SSL", "PLAIN"),
+        ("SASL_SSL", "SCRAM-SHA-512"),
+    ],
+)
+async def test_sasl_clients_produce_and_consume(
+    sasl_broker: KafkaBroker,
+    tls_files: tuple[Path, Path],
+    protocol: SaslProtocol,
+    mechanism: str,
+) -> None:
+    kafka = sasl_kafka(
+        sasl_broker, mechanism, SASL_USER, SASL_PASSWORD, protocol=protocol,
+        cafile=tls_files[0] if protocol == "SASL_SSL" else None,
+    )
     topics = topics_named(f"sasl-{uuid.uuid4().hex[:8]}")
     await asyncio.wait_for(create_topics(kafka, topics, ["fast"]), 60)
 
@@ -111,6 +138,24 @@ async def test_a_wrong_sasl_password_is_refused_with_the_reason(
     assert "not-the-password" not in messages
 
 
+async def test_a_client_that_does_not_trust_the_broker_certificate_is_refused(
+    sasl_broker: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the broker's CA (the system's CAs only) the TLS handshake fails, and the log
+    says why; the password is never sent."""
+    kafka = sasl_kafka(sasl_broker, "PLAIN", SASL_USER, SASL_PASSWORD, protocol="SASL_SSL")
+    producer = AIOKafkaProducer(**kafka_client_kwargs(kafka))
+    with caplog.at_level(logging.ERROR, logger="aiokafka"):
+        try:
+            with pytest.raises(KafkaConnectionError):
+                await asyncio.wait_for(producer.start(), 60)
+        finally:
+            await producer.stop()
+    messages = " ".join(record.getMessage() for record in caplog.records)
+    assert "CERTIFICATE_VERIFY_FAILED" in messages
+    assert SASL_PASSWORD not in messages
+
+
 def test_sasl_listener_keeps_its_passwords_out_of_reprs_and_files(
     sasl_broker: KafkaBroker,
 ) -> None:
@@ -131,16 +176,27 @@ def test_sasl_listener_keeps_its_passwords_out_of_reprs_and_files(
         SaslListener(port=9999, users={"a": "x"}, mechanisms=("GSSAPI",))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="SASL port"):
         KafkaBroker(sasl_broker.settings, sasl=SaslListener(sasl_broker.settings.port, {"a": "x"}))
+    with pytest.raises(ValueError, match="one SASL listener per protocol"):
+        KafkaBroker(sasl_broker.settings, sasl=[SaslListener(1, {"a": "x"}),
+                                                SaslListener(2, {"a": "x"})])
+    properties = sasl_broker.properties_file.read_text(encoding="utf-8")
+    assert "listener.name.sasl_ssl.ssl.keystore.type=PEM" in properties
+    assert "SASL_SSL://127.0.0.1:" in properties
 
 
 async def test_secrets_and_prompts_stay_out_of_logs_metrics_and_dead_letters(
     sasl_broker: KafkaBroker,
+    tls_files: tuple[Path, Path],
     model_servers: dict[str, ModelServer],
     stack_settings: Callable[..., Settings],
     stacks: Callable[..., Stack],
 ) -> None:
     marker = f"PROMPT-MARKER-{uuid.uuid4().hex}"
-    kafka = sasl_kafka(sasl_broker, "PLAIN", SASL_USER, SASL_PASSWORD)
+    # The whole pipeline (Faust router, workers, client SDK) over TLS with SCRAM-SHA-512.
+    kafka = sasl_kafka(
+        sasl_broker, "SCRAM-SHA-512", SASL_USER, SASL_PASSWORD, protocol="SASL_SSL",
+        cafile=tls_files[0],
+    )
     topics = topics_named(f"sec-{uuid.uuid4().hex[:8]}")
     # Every tier carries the key; the frontier answers 401 (its error goes into attempts and
     # the dead letter), so a key echoed into an error would be found.

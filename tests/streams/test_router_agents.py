@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import urllib.request
@@ -290,6 +291,38 @@ def test_stall_watchdog_off_and_during_rebalance(
     for now in (0.0, 1000.0, 5000.0):
         watched._watch({requests: 3}, {requests: 1}, now=now)
     assert not watched.stalled.is_set()
+
+
+def test_exit_stalled_with_restart_runs_the_same_command_again_in_place(
+    tmp_path: Path,
+) -> None:
+    """router.on_stall=restart: the process executes its command line again (same pid),
+    as `llm-router up` needs for a router nobody supervises."""
+    script = tmp_path / "stalls_once.py"
+    script.write_text(
+        "import os, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from streams.app import RouterStalled, exit_stalled\n"
+        "marker = Path(sys.argv[1])\n"
+        "if marker.exists():\n"
+        "    print('second run', os.getpid(), sys.argv[1:], flush=True)\n"
+        "    sys.exit(0)\n"
+        "marker.write_text('x')\n"
+        "print('first run', os.getpid(), flush=True)\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=False).start()\n"
+        "exit_stalled(RouterStalled('requests[0] stuck'), restart=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "marker")],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first.startswith("first run") and second.startswith("second run")
+    assert first.split()[2] == second.split()[2]  # the same process
+    assert str(tmp_path / "marker") in second  # with the same arguments
+    assert "restarting in place: requests[0] stuck" in done.stderr
 
 
 def test_exit_stalled_leaves_with_the_stall_exit_code() -> None:
