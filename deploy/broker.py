@@ -578,7 +578,6 @@ class KafkaBroker:
         self._settings = settings
         self._die_with_parent = die_with_parent
         self._listeners = listeners
-        self._sasl = listeners[0] if listeners else None
         self._data_dir = settings.data_dir.expanduser().resolve()
         # Set only in the process that started the broker: lets it reap the child.
         self._process: subprocess.Popen[bytes] | None = None
@@ -595,7 +594,7 @@ class KafkaBroker:
 
     @property
     def sasl(self) -> SaslListener | None:
-        return self._sasl
+        return self._listeners[0] if self._listeners else None
 
     @property
     def sasl_listeners(self) -> tuple[SaslListener, ...]:
@@ -604,9 +603,9 @@ class KafkaBroker:
     @property
     def sasl_bootstrap_servers(self) -> str:
         """``host:port`` of the (first) SASL listener; ValueError when there is none."""
-        if self._sasl is None:
+        if not self._listeners:
             raise ValueError("this broker has no SASL listener")
-        return f"{self._settings.host}:{self._sasl.port}"
+        return f"{self._settings.host}:{self._listeners[0].port}"
 
     def bootstrap_servers_for(self, protocol: SaslProtocol) -> str:
         """``host:port`` of the SASL listener speaking ``protocol``; ValueError if none."""

@@ -17,6 +17,7 @@ Per test
     ``group_id``         a fresh consumer group id.
     ``make_settings``    factory: ``make_settings(**overrides) -> Settings`` wired to the
                          broker and to this test's topics.
+    ``model_servers``    one started local ModelServer per tier of the default chain.
 
 Every wait in a test is bounded: wrap awaits on the broker in ``asyncio.wait_for``.
 """
@@ -29,13 +30,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from deploy.admin import create_topics
 from deploy.broker import KafkaBroker
 from schemas.settings import BrokerSettings, KafkaSettings, Settings, TopicSettings
+
+if TYPE_CHECKING:
+    from workers.testing import ModelServer
 
 # Partitions of the per-test topics: enough to exercise keyed routing, cheap to create.
 TEST_PARTITIONS = 3
@@ -167,3 +171,20 @@ def make_settings(
         return Settings(**values)
 
     return make
+
+
+@pytest.fixture
+def model_servers() -> Iterator[dict[str, ModelServer]]:
+    """One started ModelServer per tier of the default chain, answering ``ok``."""
+    # Imported here: under tests/ a directory named ``workers`` can shadow the package
+    # until a conftest of a subdirectory has put the project root first.
+    from workers.testing import ModelServer
+
+    servers = {tier: ModelServer() for tier in Settings.model_fields["chain"].default}
+    try:
+        for server in servers.values():
+            server.start()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()

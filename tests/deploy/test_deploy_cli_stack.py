@@ -110,19 +110,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.fixture
-def servers() -> Iterator[dict[str, ModelServer]]:
-    made = {tier: ModelServer() for tier in CHAIN}
-    try:
-        for server in made.values():
-            server.start()
-        yield made
-    finally:
-        for server in made.values():
-            server.stop()
-
-
-@pytest.fixture
-def cli(tmp_path: Path, servers: dict[str, ModelServer]) -> Iterator[Cli]:
+def cli(tmp_path: Path, model_servers: dict[str, ModelServer]) -> Iterator[Cli]:
     broker = broker_settings(tmp_path / "kafka")
     base = _free_run(1 + len(CHAIN))
     config: dict[str, Any] = {
@@ -137,7 +125,7 @@ def cli(tmp_path: Path, servers: dict[str, ModelServer]) -> Iterator[Cli]:
                 "base_url": server.url, "model": f"test-{tier}", "timeout_s": 5.0,
                 "concurrency": 8,
             }
-            for tier, server in servers.items()
+            for tier, server in model_servers.items()
         },
     }
     path = tmp_path / "stack.yaml"
@@ -200,8 +188,10 @@ def test_up_keep_then_send_tail_stats_down(cli: Cli) -> None:
     assert not (cli.cwd / "var" / "stack" / "stack.json").exists()
 
 
-def test_ctrl_c_during_up_stops_everything(cli: Cli, servers: dict[str, ModelServer]) -> None:
-    for server in servers.values():
+def test_ctrl_c_during_up_stops_everything(
+    cli: Cli, model_servers: dict[str, ModelServer]
+) -> None:
+    for server in model_servers.values():
         server.behaviour = Behaviour.slow(3.0)  # answers still pending when Ctrl-C comes
     up = cli.popen("up", "--no-local-models", "--per-category", "2")
     assert up.stdout is not None

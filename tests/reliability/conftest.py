@@ -24,7 +24,6 @@ if getattr(sys.modules.get("workers"), "__file__", "") is None:
     del sys.modules["workers"]
 
 from reliability_helpers import (  # noqa: E402
-    CHAIN,
     SASL_SSL_MECHANISMS,
     SASL_USERS,
     make_tls_files,
@@ -71,19 +70,6 @@ def sasl_broker(
         yield broker
     finally:
         broker.stop()
-
-
-@pytest.fixture
-def model_servers() -> Iterator[dict[str, ModelServer]]:
-    """One started ModelServer per tier of the default chain, answering ``ok``."""
-    servers = {tier: ModelServer() for tier in CHAIN}
-    try:
-        for server in servers.values():
-            server.start()
-        yield servers
-    finally:
-        for server in servers.values():
-            server.stop()
 
 
 @pytest.fixture

@@ -61,6 +61,18 @@ def sasl_kafka(
     )
 
 
+async def refused_start(kafka: KafkaSettings, caplog: pytest.LogCaptureFixture) -> str:
+    """Start a producer the broker must refuse; aiokafka's error log of the attempt."""
+    producer = AIOKafkaProducer(**kafka_client_kwargs(kafka))
+    with caplog.at_level(logging.ERROR, logger="aiokafka"):
+        try:
+            with pytest.raises(KafkaConnectionError):
+                await asyncio.wait_for(producer.start(), 60)
+        finally:
+            await producer.stop()
+    return " ".join(record.getMessage() for record in caplog.records)
+
+
 def topics_named(prefix: str) -> TopicSettings:
     return TopicSettings(
         requests=f"{prefix}.requests", tier_prefix=f"{prefix}.tier.",
@@ -125,14 +137,7 @@ async def test_a_wrong_sasl_password_is_refused_with_the_reason(
     sasl_broker: KafkaBroker, mechanism: str, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     kafka = sasl_kafka(sasl_broker, mechanism, SASL_USER, "not-the-password")
-    producer = AIOKafkaProducer(**kafka_client_kwargs(kafka))
-    with caplog.at_level(logging.ERROR, logger="aiokafka"):
-        try:
-            with pytest.raises(KafkaConnectionError):
-                await asyncio.wait_for(producer.start(), 60)
-        finally:
-            await producer.stop()
-    messages = " ".join(record.getMessage() for record in caplog.records)
+    messages = await refused_start(kafka, caplog)
     assert "SaslAuthenticationFailed" in messages
     assert reason in messages
     assert "not-the-password" not in messages
@@ -144,14 +149,7 @@ async def test_a_client_that_does_not_trust_the_broker_certificate_is_refused(
     """Without the broker's CA (the system's CAs only) the TLS handshake fails, and the log
     says why; the password is never sent."""
     kafka = sasl_kafka(sasl_broker, "PLAIN", SASL_USER, SASL_PASSWORD, protocol="SASL_SSL")
-    producer = AIOKafkaProducer(**kafka_client_kwargs(kafka))
-    with caplog.at_level(logging.ERROR, logger="aiokafka"):
-        try:
-            with pytest.raises(KafkaConnectionError):
-                await asyncio.wait_for(producer.start(), 60)
-        finally:
-            await producer.stop()
-    messages = " ".join(record.getMessage() for record in caplog.records)
+    messages = await refused_start(kafka, caplog)
     assert "CERTIFICATE_VERIFY_FAILED" in messages
     assert SASL_PASSWORD not in messages
 
