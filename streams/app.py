@@ -387,15 +387,21 @@ class RouterApp:
                 return
             # Records read but never acknowledged hold the commit back for good (Faust drops
             # an event whose delivery a rebalance interrupted): the commit must move too.
+            # A fresh group has committed nothing (None): its first commit gets the same
+            # time (the e2e router once hung in its very first commit).
+            done = -1 if committed is None else committed
             held = self._commits.get(tp)
-            if position is None or committed is None or position <= committed:
+            if position is None or position <= done:
                 self._commits.pop(tp, None)
-            elif held is None or held[0] != committed:
-                self._commits[tp] = (committed, now)
+            elif held is None or held[0] != done:
+                self._commits[tp] = (done, now)
             elif now - held[1] > limit:
+                stood = "nothing was ever committed" if committed is None else (
+                    f"the commit has stood at {committed}"
+                )
                 self.fail(
-                    f"{tp.topic}[{tp.partition}]: read up to {position} but the commit has "
-                    f"stood at {committed} for {now - held[1]:.0f} s",
+                    f"{tp.topic}[{tp.partition}]: read up to {position} but {stood} "
+                    f"for {now - held[1]:.0f} s",
                     tp,
                 )
                 return

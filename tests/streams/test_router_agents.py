@@ -239,8 +239,11 @@ def test_stall_watchdog_fires_only_on_a_position_that_stands_still(
     router = build_app(stalled, scorer=FakeScorer(), sink=fake_sink)
     requests = TP(settings.topics.requests, 0)
     other = TP("someone-else", 0)
+    committed = router.app.consumer._committed_offset
+    committed[requests] = 10     # everything read is committed: only the reading stops
 
     router._watch({requests: 5, other: 9}, {requests: 10, other: 1}, now=0.0)
+    committed[requests] = 11
     router._watch({requests: 5, other: 9}, {requests: 11, other: 1}, now=20.0)  # moved
     router._watch({requests: 0, other: 9}, {requests: 11, other: 1}, now=45.0)  # caught up
     router._watch({requests: 3, other: 9}, {requests: 11, other: 1}, now=70.0)
@@ -352,6 +355,36 @@ def test_watchdog_fires_when_the_commit_stands_behind_what_was_read(
     assert router.stalled.is_set()
     assert "commit has stood at 10" in router.stall_reason
     close_unstarted(router)
+
+
+def test_watchdog_fires_when_a_fresh_group_never_makes_its_first_commit(
+    settings: Settings, fake_sink: FakeSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh group has no committed offset (Faust keeps None): the first commit must come
+    within the stall timeout too. Seen once in the e2e test: a router whose first commit hung
+    in the producer's flush read on and was never restarted."""
+    monkeypatch.setattr(RouterApp, "ready", property(lambda self: True))
+    router = build_app(settings, scorer=FakeScorer(), sink=fake_sink)
+    tp = TP(settings.topics.requests, 0)
+    other = TP(settings.topics.requests, 1)
+    consumer = router.app.consumer
+    router._watch({tp: 0, other: 0}, {tp: 0, other: None}, now=0.0)
+    router._watch({tp: 0, other: 0}, {tp: 3, other: None}, now=20.0)
+    router._watch({tp: 0, other: 0}, {tp: 4, other: None}, now=29.0)
+    assert not router.stalled.is_set()       # 29 s without a first commit: not yet
+    consumer._committed_offset[tp] = 4      # a healthy first commit clears it
+    router._watch({tp: 0, other: 0}, {tp: 4, other: None}, now=45.0)
+    router._watch({tp: 0, other: 0}, {tp: 4, other: None}, now=90.0)
+    assert not router.stalled.is_set()      # a partition with nothing read is never held
+
+    fresh = build_app(settings, scorer=FakeScorer(), sink=fake_sink)
+    fresh._watch({tp: 0}, {tp: 0}, now=0.0)
+    fresh._watch({tp: 0}, {tp: 2}, now=10.0)
+    fresh._watch({tp: 0}, {tp: 2}, now=31.0)
+    assert fresh.stalled.is_set()
+    assert "read up to 2 but nothing was ever committed for 31 s" in fresh.stall_reason
+    close_unstarted(router)
+    close_unstarted(fresh)
 
 
 async def test_gap_on_a_router_topic_stops_instead_of_skipping(
