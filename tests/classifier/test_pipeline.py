@@ -61,7 +61,11 @@ def test_train_export_evaluate(tmp_path: Path, tiny_sources: tuple[object, ...])
     assert summary["steps"] == 1
     model_dir = tmp_path / "model"
     result = export(tmp_path / "ckpt", model_dir, tmp_path / "onnx", max_tokens=16,
-                    check_rows=load_jsonl(data / "heldout.jsonl"))
+                    check_rows=load_jsonl(data / "heldout.jsonl"),
+                    calibration_rows=load_jsonl(data / "val.jsonl"))
+    calibration = json.loads((model_dir / "config.json").read_text())["complexity_calibration"]
+    assert calibration == result["calibration"]["map"]
+    assert calibration["x"] == sorted(calibration["x"])
     assert (model_dir / "model.onnx").stat().st_size < result["fp32_mb"] * 2**20
     assert 0.0 <= result["agreement"]["argmax_agreement"] <= 1.0
     scores = Scorer.load(model_dir, max_tokens=16).score(["hello", "fix this python bug"])
@@ -69,6 +73,9 @@ def test_train_export_evaluate(tmp_path: Path, tiny_sources: tuple[object, ...])
     report = evaluate(model_dir, data, tmp_path / "report")
     assert report["leave_source_out"]["rows"] == 12
     assert 0.0 <= report["leave_source_out"]["macro_f1"] <= 1.0
+    for source in report["leave_source_out"]["per_source_accuracy"].values():
+        assert sum(source["mistaken_for"].values()) == round(
+            source["rows"] * (1 - source["accuracy"]))
     for png in ("confusion_leave_source_out.png", "reliability_leave_source_out.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
     assert "macro-F1" in (tmp_path / "report" / "report.md").read_text()

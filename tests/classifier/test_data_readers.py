@@ -1,0 +1,164 @@
+"""Source readers: what they pull out of the package files, without running package code."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from classifier_onnx.training.data import (
+    PACKAGES,
+    SOURCES,
+    Package,
+    bigbench_reader,
+    download,
+    open_archive,
+    read_agent_company,
+    read_agentdojo,
+    read_persistbench,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = REPO / ".cache" / "classifier" / "pkgs"
+
+USER_TASKS = '''
+import os
+class UserTask0(Base):
+    PROMPT = "Can you please pay the bill 'bill.txt' for me?"
+class UserTask1(Base):
+    _EMAILS = ["a@x.com", "b@x.com"]
+    _EVENT = "Standup"
+    PROMPT = f"Please add {', '.join(_EMAILS)} to the '{_EVENT}' event."
+class UserTask2(Base):
+    PROMPT = f"Delete everything in {os.getcwd()}"
+class Helper:
+    COMMENT = "not a task"
+'''
+
+
+def _zip(files: dict[str, str]) -> zipfile.ZipFile:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
+
+
+def test_agentdojo_prompts_are_read_from_literals_only() -> None:
+    zf = _zip({"inspect_evals/agentdojo/task_suites/bank/user_tasks.py": USER_TASKS})
+    prompts = [raw[0][-1]["content"] for raw in read_agentdojo(zf)]
+    assert prompts == [
+        "Can you please pay the bill 'bill.txt' for me?",
+        "Please add a@x.com, b@x.com to the 'Standup' event.",
+    ]  # the f-string that calls a function is skipped, nothing is executed
+
+
+def test_agent_company_and_persistbench_readers() -> None:
+    zf = _zip({
+        "inspect_evals/theagentcompany/tasks/hr_x/eval.yaml":
+            "name: hr_x\nvariants:\n  example:\n    prompt: |\n      Open the HR sheet.\n",
+        "inspect_evals/persistbench/benchmark_samples/a.jsonl":
+            '{"query": "What should I cook tonight?", "memories": ["likes pasta"]}\n',
+    })
+    assert [r[0][-1]["content"] for r in read_agent_company(zf)] == ["Open the HR sheet."]
+    assert [r[0][-1]["content"] for r in read_persistbench(zf)] == ["What should I cook tonight?"]
+
+
+@pytest.mark.slow
+def test_new_inspect_evals_sources_read_real_rows() -> None:
+    wheel = download([PACKAGES["inspect-evals"]], CACHE)["inspect-evals"]
+    by_name = {s.name: s for s in SOURCES}
+    with zipfile.ZipFile(wheel) as zf:
+        counts = {
+            name: len(list(by_name[name].reader(zf)))
+            for name in ("inspect_evals/agentdojo", "inspect_evals/theagentcompany",
+                         "inspect_evals/persistbench")
+        }
+    # Measured on inspect-evals 0.26.0: 85 prompts (37 of them f-strings), 45 task variants,
+    # 500 queries.
+    assert counts["inspect_evals/agentdojo"] >= 70
+    assert counts["inspect_evals/theagentcompany"] >= 40
+    assert counts["inspect_evals/persistbench"] >= 400
+
+
+def _bigbench_tar(path: Path) -> str:
+    root = "bigbench-1.0.0/bigbench/benchmark_tasks/"
+    docs = {
+        f"{root}quiz/task.json": {
+            "task_prefix": "Answer the question.",
+            "examples": [
+                {"input": "Which planet is largest?",
+                 "target_scores": {"Jupiter": 1, "Mars": 0}},
+                {"input": "Which planet is smallest?",
+                 "target_scores": {"Mercury": 1, "Mars": 0}},
+                {"input": "Pick (a) yes or (b) no: is ice cold?",
+                 "target_scores": {"(a)": 1, "(b)": 0}},
+                {"input": "\u0436\u0436\u0436\u0436 \u0436\u0436\u0436?"},  # not English
+            ],
+        },
+        f"{root}split/easy/task.json": {"examples": [{"input": "1 + 1 = ?"}]},
+        f"{root}split/hard/task.json": {"examples": [{"input": "17 * 23 = ?"}]},
+    }
+    with tarfile.open(path, "w:gz") as tf:
+        for name, doc in docs.items():
+            data = json.dumps(doc).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sdist_is_fetched_once_checked_and_read_as_an_archive(tmp_path: Path) -> None:
+    served = tmp_path / "served" / "bigbench-1.0.0.tar.gz"
+    served.parent.mkdir()
+    digest = _bigbench_tar(served)
+    package = Package("bigbench", "1.0.0", "Apache-2.0", sdist_url=served.as_uri(), sha256=digest)
+    cache = tmp_path / "cache"
+    path = download([package], cache)["bigbench"]
+    assert path == cache / "bigbench-1.0.0.tar.gz"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    archive = open_archive(path)
+    try:
+        quiz = [raw[0][-1]["content"] for raw in bigbench_reader("quiz")(archive)]
+        split = [raw[0][-1]["content"] for raw in bigbench_reader("split")(archive)]
+    finally:
+        archive.close()
+    assert quiz == [
+        "Answer the question.\n\nWhich planet is largest?\nOptions: Jupiter; Mars",
+        "Answer the question.\n\nWhich planet is smallest?",  # every other one asks plainly
+        "Answer the question.\n\nPick (a) yes or (b) no: is ice cold?",  # options in the text
+    ]
+    assert split == ["1 + 1 = ?", "17 * 23 = ?"]  # one task.json per subtask
+
+
+def test_sdist_with_another_digest_is_refused(tmp_path: Path) -> None:
+    served = tmp_path / "bigbench-1.0.0.tar.gz"
+    _bigbench_tar(served)
+    package = Package("bigbench", "1.0.0", "Apache-2.0", sdist_url=served.as_uri(),
+                      sha256="0" * 64)
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="is not the published"):
+        download([package], cache)
+    assert list(cache.iterdir()) == []   # nothing half-written is left to be trusted later
+
+
+def test_known_misses_come_from_the_held_out_scores() -> None:
+    from classifier_onnx.training.card import NOTES, _known_misses
+
+    report = {"leave_source_out": {"macro_f1": 0.8412, "per_source_accuracy": {
+        "inspect_evals/freshqa": {"accuracy": 0.6, "rows": 120,
+                                  "mistaken_for": {"general": 40, "agent": 8}},
+        "human-eval": {"accuracy": 1.0, "rows": 120, "mistaken_for": {}},
+    }}}
+    lines = _known_misses(report, "0.2.0")
+    assert lines[0].startswith("## Known misses of version 0.2.0")
+    assert "- Leave-source-out macro-F1 0.841 against the 0.90 goal: not met." in lines
+    assert ("- inspect_evals/freshqa: 60% correct of 120; mistaken for general 40, agent 8."
+            in lines)
+    assert not any("human-eval" in line for line in lines)
+    assert all(f"- {note}" in lines for note in NOTES)
