@@ -50,3 +50,34 @@ def test_scorer_applies_the_shipped_map(tmp_path: Path) -> None:
     config["complexity_calibration"] = {"x": [0.0, 1.0], "y": [0.9, 0.9]}  # a constant map
     (model / "config.json").write_text(json.dumps(config))
     assert [s.complexity for s in Scorer.load(model).score(texts)] == pytest.approx([0.9, 0.9])
+
+
+def test_calibrate_command_refits_from_validation_and_learned_rows(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    from typer.testing import CliRunner
+
+    from classifier_onnx.cli import app
+
+    model = tmp_path / "model"
+    shutil.copytree(default_model_dir(), model)
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def row(text: str, complexity: float) -> str:
+        return json.dumps({"messages": [{"role": "user", "content": text}], "tools": 0,
+                           "turn": 1, "category": "simple", "complexity": complexity})
+
+    (data / "val.jsonl").write_text("\n".join([
+        row("hi", 0.05), row("what time is it in Paris?", 0.1),
+        row("Prove the four colour theorem for planar maps.", 0.95)]) + "\n")
+    learned = tmp_path / "learned.jsonl"   # `learn` output: may carry no category
+    learned.write_text(json.dumps({"messages": [{"role": "user", "content": "Refactor this "
+                                                 "1,000-line service into modules."}],
+                                   "tools": 0, "turn": 1, "category": None,
+                                   "complexity": 0.8}) + "\n")
+    result = CliRunner().invoke(app, ["calibrate", "--model-dir", str(model), "--data",
+                                      str(data), "--extra", str(learned)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows"] == 4
+    fitted = json.loads((model / "config.json").read_text())["complexity_calibration"]
+    assert fitted["y"][-1] >= 0.8 and fitted["y"][0] <= 0.1
