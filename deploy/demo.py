@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import typer
 from aiokafka import AIOKafkaConsumer
@@ -78,10 +81,53 @@ async def drive(
 
 
 def run_demo(settings: Settings, *, per_category: int, timeout_s: float, console: Console) -> None:
-    summary = asyncio.run(
+    summary = run_interruptibly(
         drive(settings, per_category=per_category, timeout_s=timeout_s, console=console)
     )
     console.print(summary.render())
+
+
+T = TypeVar("T")
+
+
+def run_interruptibly(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, except that a Ctrl-C always ends in :class:`KeyboardInterrupt`.
+
+    ``asyncio.run`` turns the first Ctrl-C into a cancellation of the main task and raises
+    KeyboardInterrupt only if that cancellation comes back out of it. Library code that
+    swallows a cancellation made Ctrl-C do nothing: once in CI, a Ctrl-C during the demo's
+    client start-up was lost, the demo ran to its end and the stack stopped as if nobody had
+    asked. Here a Ctrl-C cancels the task, is remembered, and is raised as KeyboardInterrupt
+    when the task ends however it ends; a second Ctrl-C raises at once.
+    """
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        interrupted = False
+
+        def on_sigint() -> None:
+            nonlocal interrupted
+            if interrupted:
+                raise KeyboardInterrupt
+            interrupted = True
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        try:
+            result = await coro
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+        if interrupted:
+            raise KeyboardInterrupt
+        return result
+
+    return asyncio.run(main())
 
 
 async def _read_all(
