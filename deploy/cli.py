@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -168,6 +169,10 @@ def up(
         state.config_file = LOCAL_PROFILE
     settings = state.settings
     configure_logging("WARNING")
+    # A shell starts a background job (`llm-router up &` in a script) with SIGINT ignored,
+    # and Python then leaves it ignored: `kill -INT` would do nothing. Stopping is what a
+    # SIGINT asks of `up`, however it was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stack = Stack(
         settings,
         run_dir=RUN_DIR,

@@ -94,11 +94,11 @@ def run_interruptibly(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run``, except that a Ctrl-C always ends in :class:`KeyboardInterrupt`.
 
     ``asyncio.run`` turns the first Ctrl-C into a cancellation of the main task and raises
-    KeyboardInterrupt only if that cancellation comes back out of it. Library code that
-    swallows a cancellation made Ctrl-C do nothing: once in CI, a Ctrl-C during the demo's
-    client start-up was lost, the demo ran to its end and the stack stopped as if nobody had
-    asked. Here a Ctrl-C cancels the task, is remembered, and is raised as KeyboardInterrupt
-    when the task ends however it ends; a second Ctrl-C raises at once.
+    KeyboardInterrupt only if that cancellation comes back out of it: code that swallows the
+    cancellation makes the Ctrl-C do nothing (a test shows it). It also installs no handler
+    at all when SIGINT is not Python's default one. Here a Ctrl-C cancels the task, is
+    remembered, and is raised as KeyboardInterrupt when the task ends however it ends; a
+    second Ctrl-C raises at once.
     """
 
     async def main() -> T:

@@ -135,6 +135,17 @@ def test_sdist_is_fetched_once_checked_and_read_as_an_archive(tmp_path: Path) ->
     ]
     assert split == ["1 + 1 = ?", "17 * 23 = ?"]  # one task.json per subtask
 
+    # One pass keeping only the tasks a build reads: the same rows, nothing else held.
+    root = "bigbench-1.0.0/bigbench/benchmark_tasks/"
+    kept = open_archive(path, (f"{root}split/",))
+    try:
+        assert sorted(kept.namelist()) == [f"{root}split/easy/task.json",
+                                           f"{root}split/hard/task.json"]
+        assert [raw[0][-1]["content"] for raw in bigbench_reader("split")(kept)] == split
+        assert list(bigbench_reader("quiz")(kept)) == []
+    finally:
+        kept.close()
+
 
 def test_sdist_with_another_digest_is_refused(tmp_path: Path) -> None:
     served = tmp_path / "bigbench-1.0.0.tar.gz"

@@ -5,10 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Iterator
 
 import pytest
 
 from deploy.demo import run_interruptibly
+
+
+@pytest.fixture(autouse=True)
+def default_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler, whatever this test process inherited: a suite started as
+    a background job of a script inherits SIGINT ignored (seen: every SIGINT here was lost)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 async def _swallows_cancellation(log: list[str]) -> str:
