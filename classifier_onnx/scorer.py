@@ -27,6 +27,9 @@ __all__ = ["ClassifierError", "ModelNotFound", "Score", "Scorer", "default_model
 
 logger = logging.getLogger(__name__)
 
+# The key in config.json of the complexity calibration (classifier_onnx.training.calibrate).
+CALIBRATION_KEY = "complexity_calibration"
+
 
 class ClassifierError(Exception):
     """Base of the classifier's errors.
@@ -148,7 +151,7 @@ class Scorer:
         self._input_names = {i.name for i in session.get_inputs()}
         # A monotone map from the raw sigmoid onto the label scale (see
         # classifier_onnx.training.calibrate); absent: the raw score is used.
-        calibration = config.get("complexity_calibration") or {}
+        calibration = config.get(CALIBRATION_KEY) or {}
         self._calibration: tuple[np.ndarray, np.ndarray] | None = (
             (np.asarray(calibration["x"], dtype=np.float64),
              np.asarray(calibration["y"], dtype=np.float64))
@@ -165,11 +168,14 @@ class Scorer:
         max_chars: int = 2000,
         batch_size: int = 32,
         model_file: str = "model.onnx",
+        calibrated: bool = True,
     ) -> Scorer:
         """Load ``model_file`` and ``tokenizer.json`` from ``model_dir`` (default: shipped).
 
         ``threads`` is onnxruntime's intra-op thread count. One thread is the default: on a
         machine where other processes use the other cores, two threads were 2-4x slower.
+        ``calibrated=False`` ignores the complexity calibration in ``config.json`` (the raw
+        sigmoid, which is what a calibration is fitted on).
         """
         started = time.perf_counter()
         directory = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -182,6 +188,8 @@ class Scorer:
         config: dict[str, Any] = (
             json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
         )
+        if not calibrated:
+            config.pop(CALIBRATION_KEY, None)
 
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
         tokenizer.no_padding()

@@ -5,24 +5,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
 
 def main() -> None:
     from schemas.settings import Settings
-    from streams.app import RouterStalled, exit_stalled, run_router
+    from streams.app import run_router_process
 
     settings = Settings.load(os.environ.get("LLM_ROUTER_CONFIG") or None)
     logging.basicConfig(
         level=getattr(logging, settings.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        asyncio.run(run_router(settings))
-    except RouterStalled as exc:
-        exit_stalled(exc, restart=settings.router.on_stall == "restart")
+    run_router_process(settings)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ __all__ = [
     "exit_stalled",
     "record_of",
     "run_router",
+    "run_router_process",
     "running",
 ]
 
@@ -504,6 +505,15 @@ async def run_router(settings: Settings, *, stop: asyncio.Event | None = None) -
         for sig in installed:
             loop.remove_signal_handler(sig)
         logger.info("router ran %.1f s", time.monotonic() - started)
+
+
+def run_router_process(settings: Settings) -> None:
+    """The router's process entry point: :func:`run_router` until it stops; a stall leaves
+    the process as ``router.on_stall`` says (see :func:`exit_stalled`)."""
+    try:
+        asyncio.run(run_router(settings))
+    except RouterStalled as exc:
+        exit_stalled(exc, restart=settings.router.on_stall == "restart")
 
 
 def exit_stalled(exc: RouterStalled, *, restart: bool = False) -> NoReturn:

