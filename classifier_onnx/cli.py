@@ -68,6 +68,12 @@ def train(
     limit: int = 0,
     seed: int = 13,
     layers: Annotated[int, typer.Option(help="Keep only the first N layers (0: all).")] = 0,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(help="Distil from this checkpoint (e.g. the 6-layer model) as well."),
+    ] = None,
+    distill_weight: float = 0.5,
+    temperature: float = 2.0,
 ) -> None:
     """Fine-tune the classifier on CPU (or whatever torch finds)."""
     from classifier_onnx.training.train import train as run
@@ -75,7 +81,8 @@ def train(
     _logging()
     _echo(run(data, out, base=base, extra=extra or [], epochs=epochs, batch_size=batch_size,
               lr=lr, max_tokens=max_tokens, max_steps=max_steps or None, limit=limit or None,
-              seed=seed, layers=layers or None))
+              seed=seed, layers=layers or None, teacher=teacher,
+              distill_weight=distill_weight, temperature=temperature))
 
 
 @app.command()

@@ -51,6 +51,32 @@ def _batches(
     return batches
 
 
+def _teacher_logits(
+    checkpoint: Path, texts: list[str], max_tokens: int, batch_size: int
+) -> Any:
+    """The teacher checkpoint's logits for every training text, computed once, in order."""
+    import torch
+    from transformers import AutoTokenizer, DistilBertForSequenceClassification
+
+    started = time.perf_counter()
+    model = DistilBertForSequenceClassification.from_pretrained(str(checkpoint))
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))  # type: ignore[no-untyped-call]
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.zeros(len(texts), model.config.num_labels)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            enc = tokenizer(
+                [texts[i] for i in chunk], truncation=True, max_length=max_tokens,
+                padding=True, return_tensors="pt",
+            )
+            out[chunk] = model(**enc).logits
+    logger.info("teacher logits for %d rows (%.0f s)", len(texts), time.perf_counter() - started)
+    return out
+
+
 def train(
     data_dir: Path,
     out_dir: Path,
@@ -67,8 +93,17 @@ def train(
     max_steps: int | None = None,
     limit: int | None = None,
     layers: int | None = None,
+    teacher: Path | None = None,
+    distill_weight: float = 0.5,
+    temperature: float = 2.0,
 ) -> dict[str, Any]:
     """Train on ``data_dir/train.jsonl`` (+ ``extra`` JSONL files, e.g. from ``learn``).
+
+    With ``teacher`` (a checkpoint written by an earlier ``train``, typically the full
+    6-layer model) the student also learns the teacher's outputs (knowledge distillation):
+    the category loss mixes the label's cross-entropy with the KL divergence to the
+    teacher's softened distribution (``distill_weight``, ``temperature``), and the
+    complexity target mixes the label with the teacher's score.
 
     Writes a transformers checkpoint (``config.json``, ``model.safetensors``, tokenizer) to
     ``out_dir`` and returns a summary with the validation scores.
@@ -117,6 +152,10 @@ def train(
         optimizer, int(0.06 * total), total
     )
 
+    teacher_logits = (
+        _teacher_logits(teacher, texts, max_tokens, batch_size=64) if teacher else None
+    )
+
     model.train()
     step = 0
     started = time.perf_counter()
@@ -132,9 +171,24 @@ def train(
             )
             target_cx = torch.tensor([float(r["complexity"]) for r in batch_rows])
             logits = model(**enc).logits
-            loss = complexity_weight * F.mse_loss(torch.sigmoid(logits[:, -1]), target_cx)
+            hard = 1.0 - distill_weight if teacher_logits is not None else 1.0
+            if teacher_logits is not None:
+                taught = teacher_logits[batch_ids]
+                target_cx = hard * target_cx + distill_weight * torch.sigmoid(taught[:, -1])
+                n = len(CATEGORIES)
+                loss = distill_weight * temperature**2 * F.kl_div(
+                    F.log_softmax(logits[:, :n] / temperature, -1),
+                    F.log_softmax(taught[:, :n] / temperature, -1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
+            else:
+                loss = torch.zeros(())
+            loss = loss + complexity_weight * F.mse_loss(
+                torch.sigmoid(logits[:, -1]), target_cx
+            )
             if bool((target_cat >= 0).any()):
-                loss = loss + F.cross_entropy(
+                loss = loss + hard * F.cross_entropy(
                     logits[:, : len(CATEGORIES)], target_cat, label_smoothing=0.05,
                     ignore_index=-100,
                 )
@@ -164,6 +218,11 @@ def train(
         "lr": lr,
         "max_tokens": max_tokens,
         "seed": seed,
+        **(
+            {"teacher": str(teacher), "distill_weight": distill_weight,
+             "temperature": temperature}
+            if teacher else {}
+        ),
         "train_seconds": round(time.perf_counter() - started, 1),
     }
     if val_rows:

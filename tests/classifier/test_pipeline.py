@@ -79,3 +79,46 @@ def test_train_export_evaluate(tmp_path: Path, tiny_sources: tuple[object, ...])
     for png in ("confusion_leave_source_out.png", "reliability_leave_source_out.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
     assert "macro-F1" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_distillation_follows_the_teacher(
+    tmp_path: Path, tiny_sources: tuple[object, ...]
+) -> None:
+    """A student taught only by a teacher ends closer to the teacher's distribution than the
+    same student trained on the labels alone (same seed, same steps)."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoTokenizer, DistilBertForSequenceClassification
+
+    from classifier_onnx.features import CATEGORIES
+    from classifier_onnx.training.data import build_data, load_jsonl
+    from classifier_onnx.training.train import example_text, train
+
+    data = tmp_path / "data"
+    build_data(data, CACHE, per_source=8, per_category=10, heldout_per_source=6,
+               sources=tiny_sources)  # type: ignore[arg-type]
+    common = {"epochs": 1, "batch_size": 4, "max_tokens": 16, "limit": 8}
+    train(data, tmp_path / "teacher", max_steps=1, layers=1, **common)  # type: ignore[arg-type]
+    student = {"max_steps": 12, "layers": 1, "lr": 5e-4, **common}
+    summary = train(data, tmp_path / "taught", teacher=tmp_path / "teacher",
+                    distill_weight=1.0, **student)  # type: ignore[arg-type]
+    assert summary["teacher"] == str(tmp_path / "teacher")
+    train(data, tmp_path / "plain", **student)  # type: ignore[arg-type]
+
+    texts = [example_text(r) for r in load_jsonl(data / "train.jsonl")[:8]]
+
+    def log_probs(checkpoint: Path) -> torch.Tensor:
+        model = DistilBertForSequenceClassification.from_pretrained(str(checkpoint)).eval()
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+        enc = tokenizer(texts, truncation=True, max_length=16, padding=True,
+                        return_tensors="pt", return_token_type_ids=False)
+        with torch.no_grad():
+            return F.log_softmax(model(**enc).logits[:, : len(CATEGORIES)], -1)
+
+    teacher = log_probs(tmp_path / "teacher")
+
+    def kl(checkpoint: Path) -> float:
+        return float(F.kl_div(log_probs(checkpoint), teacher, reduction="batchmean",
+                              log_target=True))
+
+    assert kl(tmp_path / "taught") < kl(tmp_path / "plain")
