@@ -224,7 +224,9 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
                 "batch_within_ms": args.within_ms, "web_port": 0, "metrics_port": metrics_port},
         classifier={"threads": args.threads},
     )
-    await create_topics(settings.kafka, settings.topics, settings.chain)
+    await create_topics(
+        settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
+    )
 
     print(f"classifier alone ({args.classifier_seconds:.0f} s, batches of {args.batch_max}, "
           f"{args.threads} thread):")

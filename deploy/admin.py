@@ -7,7 +7,9 @@ keyword arguments; every producer, consumer and admin client is built from it::
 
 :func:`create_topics` makes the router's topics up front (``llm-router topics create``)::
 
-    created = await create_topics(settings.kafka, settings.topics, settings.chain)
+    created = await create_topics(
+        settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
+    )
 """
 
 from __future__ import annotations
@@ -68,27 +70,40 @@ def kafka_client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
     return kwargs
 
 
-def topic_plan(topics: TopicSettings, chain: Sequence[str]) -> dict[str, dict[str, str]]:
-    """Every topic the router uses, in pipeline order, with its topic configs."""
+def topic_plan(
+    topics: TopicSettings, chain: Sequence[str], changelogs: Sequence[str] = ()
+) -> dict[str, dict[str, str]]:
+    """Every topic the router uses, in pipeline order, with its topic configs.
+
+    ``changelogs`` are the router tables' changelog topics
+    (:meth:`~schemas.settings.RouterSettings.changelog_topics`): compacted, never expired.
+    Faust would create them on the router's first start, but creating them here means a
+    fresh router's first table write never waits for a topic that is still being made.
+    """
     retention = {"retention.ms": str(topics.retention_ms)}
     plan = {topics.requests: retention}
     plan.update({topics.tier(name): retention for name in chain})
     plan[topics.uproute] = retention
     plan[topics.responses] = retention
     plan[topics.deadletter] = {"retention.ms": str(topics.deadletter_retention_ms)}
+    plan.update({name: {"cleanup.policy": "compact"} for name in changelogs})
     return plan
 
 
 async def create_topics(
-    kafka: KafkaSettings, topics: TopicSettings, chain: Sequence[str]
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    chain: Sequence[str],
+    changelogs: Sequence[str] = (),
 ) -> list[str]:
-    """Create the requests, per-tier, up-route, responses and dead-letter topics.
+    """Create the requests, per-tier, up-route, responses and dead-letter topics, and the
+    router tables' ``changelogs``.
 
     Idempotent: topics that already exist are left as they are (their partition count and
     configs are not changed) and logged. Returns the names created by this call, in pipeline
     order. Raises :class:`TopicCreationError` if the broker refuses any topic.
     """
-    plan = topic_plan(topics, chain)
+    plan = topic_plan(topics, chain, changelogs)
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(kafka))
     await admin.start()
     try:

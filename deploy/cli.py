@@ -118,7 +118,9 @@ def topics_create(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     configure_logging(settings.log_level)
-    created = asyncio.run(create_topics(settings.kafka, settings.topics, settings.chain))
+    created = asyncio.run(create_topics(
+        settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
+    ))
     console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
 
 

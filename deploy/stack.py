@@ -234,7 +234,10 @@ class Stack:
             self._record()
             self.progress(f"broker: ready at {broker.bootstrap_servers}")
         created = asyncio.run(
-            create_topics(self.settings.kafka, self.settings.topics, self.settings.chain)
+            create_topics(
+                self.settings.kafka, self.settings.topics, self.settings.chain,
+                self.settings.router.changelog_topics(),
+            )
         )
         self.progress(f"topics: {len(created)} created, the rest already there")
         if self.local_models:

@@ -32,6 +32,7 @@ __all__ = [
     "CategoryRoute",
     "ClassifierSettings",
     "KafkaSettings",
+    "ROUTER_TABLES",
     "RouterSettings",
     "Settings",
     "TierSettings",
@@ -145,6 +146,10 @@ class CategoryRoute(BaseModel):
     model: str | None = None
 
 
+# The router's Faust tables; each is backed by the compacted topic ``{app_id}-{name}-changelog``.
+ROUTER_TABLES = ("conversations", "users")
+
+
 class RouterSettings(BaseModel):
     """The scoring agent and the route policy."""
 
@@ -189,6 +194,10 @@ class RouterSettings(BaseModel):
         if list(value) != sorted(value) or any(not 0.0 <= t <= 1.0 for t in value):
             raise ValueError(f"thresholds must be ascending values in [0, 1], got {value}")
         return value
+
+    def changelog_topics(self) -> list[str]:
+        """The changelog topic of each router table (Faust's naming: app id, table, suffix)."""
+        return [f"{self.app_id}-{table}-changelog" for table in ROUTER_TABLES]
 
 
 class WorkerSettings(BaseModel):

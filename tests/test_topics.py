@@ -12,7 +12,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import SecretStr
 
 from deploy.admin import create_topics, kafka_client_kwargs, topic_plan
-from schemas.settings import KafkaSettings, TopicSettings
+from schemas.settings import KafkaSettings, RouterSettings, TopicSettings
 
 CHAIN = ("fast", "balanced", "frontier")
 
@@ -41,7 +41,9 @@ async def describe(
         partitions = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
         responses = await admin.describe_configs(
             [
-                ConfigResource(ConfigResourceType.TOPIC, name, {"retention.ms": None})
+                ConfigResource(
+                    ConfigResourceType.TOPIC, name, {"retention.ms": None, "cleanup.policy": None}
+                )
                 for name in names
             ]
         )
@@ -63,18 +65,26 @@ async def test_create_topics_creates_all_then_is_idempotent(
     topics = unique_topics.model_copy(
         update={"partitions": 4, "retention_ms": 3_600_000, "deadletter_retention_ms": 7_200_000}
     )
-    names = expected_names(topics)
+    changelogs = RouterSettings(app_id=f"{topics.requests}-app").changelog_topics()
+    names = expected_names(topics) + changelogs
 
-    created = await asyncio.wait_for(create_topics(kafka_settings, topics, CHAIN), 60)
+    created = await asyncio.wait_for(
+        create_topics(kafka_settings, topics, CHAIN, changelogs), 60
+    )
     assert created == names
 
     partitions, configs = await asyncio.wait_for(describe(kafka_settings, names), 30)
     assert partitions == {name: 4 for name in names}
-    for name in names[:-1]:
+    for name in names[:-3]:
         assert configs[name]["retention.ms"] == "3600000", name
+        assert configs[name]["cleanup.policy"] == "delete", name
     assert configs[topics.deadletter]["retention.ms"] == "7200000"
+    for name in changelogs:
+        assert configs[name]["cleanup.policy"] == "compact", name
 
-    again = await asyncio.wait_for(create_topics(kafka_settings, topics, CHAIN), 60)
+    again = await asyncio.wait_for(
+        create_topics(kafka_settings, topics, CHAIN, changelogs), 60
+    )
     assert again == []
 
 
@@ -104,6 +114,15 @@ def test_topic_plan_orders_topics_along_the_pipeline() -> None:
     ]
     assert plan["llm.tier.b"] == {"retention.ms": "10"}
     assert plan["llm.deadletter"] == {"retention.ms": "20"}
+
+
+def test_topic_plan_adds_the_router_tables_changelogs_compacted() -> None:
+    """The names are the ones Faust gives the router's tables (checked against the real app
+    in tests/streams), so a router started after `topics create` finds them ready."""
+    router = RouterSettings(app_id="r1")
+    plan = topic_plan(TopicSettings(), ["fast"], router.changelog_topics())
+    assert list(plan)[-2:] == ["r1-conversations-changelog", "r1-users-changelog"]
+    assert plan["r1-users-changelog"] == {"cleanup.policy": "compact"}
 
 
 def test_kafka_client_kwargs_plaintext() -> None:

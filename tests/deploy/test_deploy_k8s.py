@@ -170,11 +170,12 @@ def test_strimzi_topics_match_the_topic_plan(
     settings = _settings_from_configmap(overlay, tmp_path)
     assert settings.kafka.security_protocol == "SASL_SSL"
     topics = {d["spec"]["topicName"]: d["spec"] for d in docs if d["kind"] == "KafkaTopic"}
-    plan = topic_plan(settings.topics, settings.chain)
+    plan = topic_plan(settings.topics, settings.chain, settings.router.changelog_topics())
     assert set(topics) == set(plan)
     for name, configs in plan.items():
         assert topics[name]["partitions"] == settings.topics.partitions
-        assert topics[name]["config"]["retention.ms"] == configs["retention.ms"]
+        for key, value in configs.items():
+            assert topics[name]["config"][key] == value, (name, key)
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")

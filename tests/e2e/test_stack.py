@@ -59,7 +59,9 @@ def stack(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[St
         },
         router={"metrics_port": free_port(), "web_port": free_port()},
     )
-    asyncio.run(create_topics(settings.kafka, settings.topics, settings.chain))
+    asyncio.run(create_topics(
+        settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
+    ))
     stack = Stack(
         settings,
         run_dir=tmp_path / "stack",

@@ -84,7 +84,9 @@ async def test_broker_stopped_and_restarted_mid_run(
     await asyncio.to_thread(broker.start)
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, client_id="rel-broker")
     settings = stack_settings(kafka=kafka)
-    await asyncio.wait_for(create_topics(kafka, settings.topics, settings.chain), 60)
+    await asyncio.wait_for(create_topics(
+        kafka, settings.topics, settings.chain, settings.router.changelog_topics()
+    ), 60)
     stack = stacks(settings, broker=broker)
     scenario = Scenario(
         "broker stop/restart",

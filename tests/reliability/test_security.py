@@ -202,7 +202,8 @@ async def test_secrets_and_prompts_stay_out_of_logs_metrics_and_dead_letters(
         kafka=kafka, topics=topics,
         tiers={tier: {"api_key": API_KEY} for tier in ("fast", "balanced", "frontier")},
     )
-    await asyncio.wait_for(create_topics(kafka, topics, settings.chain), 60)
+    changelogs = settings.router.changelog_topics()
+    await asyncio.wait_for(create_topics(kafka, topics, settings.chain, changelogs), 60)
     model_servers["frontier"].behaviour = Behaviour.fail(401)
     stack = stacks(settings, workers={})
     worker_ports = {tier: free_port() for tier in settings.chain}

@@ -114,7 +114,10 @@ def request(
 
 async def create_all(settings: Settings) -> None:
     await asyncio.wait_for(
-        create_topics(settings.kafka, settings.topics, settings.chain), timeout=60
+        create_topics(
+            settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
+        ),
+        timeout=60,
     )
 
 

@@ -229,6 +229,17 @@ def test_tables_place_keys_without_a_producer(settings: Settings, fake_sink: Fak
         assert table.partition_for_key("c-1") == default_partition(b"c-1", partitions)
 
 
+def test_changelog_topics_are_the_ones_faust_uses(
+    settings: Settings, fake_sink: FakeSink
+) -> None:
+    """`topics create` pre-creates settings.router.changelog_topics(): the names must be the
+    real app's, or the router would still make its own on first start."""
+    router = build_app(settings, scorer=FakeScorer(), sink=fake_sink)
+    used = [t.changelog_topic.get_topic_name() for t in (router.conversations, router.users)]
+    assert used == settings.router.changelog_topics() == [
+        "router-unit-conversations-changelog", "router-unit-users-changelog"]
+
+
 def test_stall_watchdog_fires_only_on_a_position_that_stands_still(
     settings: Settings, fake_sink: FakeSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
