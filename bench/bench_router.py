@@ -61,11 +61,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def classifier_alone(batch_max: int, seconds: float, threads: int) -> dict[str, float]:
+def classifier_alone(
+    batch_max: int, seconds: float, threads: int, model_dir: Path | None = None
+) -> dict[str, float]:
     from classifier_onnx import Scorer
     from streams.scorer import render
 
-    scorer = Scorer.load(threads=threads)
+    scorer = Scorer.load(model_dir, threads=threads)
     texts = [render(make_request(s), turn=1) for s in load_samples()]
     scorer.score(texts[:batch_max])
     done, batches, i = 0, 0, 0
@@ -222,7 +224,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         ),
         router={"app_id": f"{prefix}router", "batch_max": args.batch_max,
                 "batch_within_ms": args.within_ms, "web_port": 0, "metrics_port": metrics_port},
-        classifier={"threads": args.threads},
+        classifier={"threads": args.threads, "model_dir": args.model_dir},
     )
     await create_topics(
         settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
@@ -230,7 +232,9 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
 
     print(f"classifier alone ({args.classifier_seconds:.0f} s, batches of {args.batch_max}, "
           f"{args.threads} thread):")
-    alone = classifier_alone(args.batch_max, args.classifier_seconds, args.threads)
+    alone = classifier_alone(
+        args.batch_max, args.classifier_seconds, args.threads, args.model_dir
+    )
     print(f"  {alone['per_s']:.0f} requests/s, {alone['ms_per_batch']:.1f} ms per batch")
 
     config = Path(tempfile.mkdtemp()) / "router.yaml"
@@ -298,6 +302,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--classifier-seconds", type=float, default=5.0)
+    parser.add_argument("--model-dir", type=Path, help="classifier model folder; default: shipped")
     args = parser.parse_args()
     broker = None
     bootstrap = args.bootstrap
