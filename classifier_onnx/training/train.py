@@ -51,6 +51,16 @@ def _batches(
     return batches
 
 
+def distilled_complexity(label: Any, category: Any, teacher_logit: Any, weight: float) -> Any:
+    """The complexity target under distillation: ``weight`` of the teacher's score, the rest
+    the label's. Rows from ``learn`` (no category, ``-100``) correct the teacher's
+    complexity, so they keep their label."""
+    import torch
+
+    mixed = (1.0 - weight) * label + weight * torch.sigmoid(teacher_logit)
+    return torch.where(category >= 0, mixed, label)
+
+
 def _teacher_logits(
     checkpoint: Path, texts: list[str], max_tokens: int, batch_size: int
 ) -> Any:
@@ -103,7 +113,8 @@ def train(
     6-layer model) the student also learns the teacher's outputs (knowledge distillation):
     the category loss mixes the label's cross-entropy with the KL divergence to the
     teacher's softened distribution (``distill_weight``, ``temperature``), and the
-    complexity target mixes the label with the teacher's score.
+    complexity target mixes the label with the teacher's score (except on rows from
+    ``learn``, whose complexity corrects the teacher's).
 
     Writes a transformers checkpoint (``config.json``, ``model.safetensors``, tokenizer) to
     ``out_dir`` and returns a summary with the validation scores.
@@ -174,7 +185,9 @@ def train(
             hard = 1.0 - distill_weight if teacher_logits is not None else 1.0
             if teacher_logits is not None:
                 taught = teacher_logits[batch_ids]
-                target_cx = hard * target_cx + distill_weight * torch.sigmoid(taught[:, -1])
+                target_cx = distilled_complexity(
+                    target_cx, target_cat, taught[:, -1], distill_weight
+                )
                 n = len(CATEGORIES)
                 loss = distill_weight * temperature**2 * F.kl_div(
                     F.log_softmax(logits[:, :n] / temperature, -1),

@@ -81,6 +81,18 @@ def test_train_export_evaluate(tmp_path: Path, tiny_sources: tuple[object, ...])
     assert "macro-F1" in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_distilled_complexity_keeps_learned_labels() -> None:
+    import torch
+
+    from classifier_onnx.training.train import distilled_complexity
+
+    label = torch.tensor([0.2, 1.0])
+    category = torch.tensor([3, -100])  # a base row, then a row from `learn`
+    teacher_logit = torch.tensor([0.0, 0.0])  # the teacher says 0.5 for both
+    target = distilled_complexity(label, category, teacher_logit, 0.5)
+    assert torch.allclose(target, torch.tensor([0.35, 1.0]))
+
+
 def test_distillation_follows_the_teacher(
     tmp_path: Path, tiny_sources: tuple[object, ...]
 ) -> None:
