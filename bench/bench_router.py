@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_broker, free_port  # noqa: E402
-from deploy.admin import create_topics, kafka_client_kwargs  # noqa: E402
+from deploy.admin import create_all_topics, kafka_client_kwargs  # noqa: E402
 from schemas.codec import encode  # noqa: E402
 from schemas.messages import ChatMessage, RouteRequest  # noqa: E402
 from schemas.settings import KafkaSettings, Settings, TopicSettings  # noqa: E402
@@ -242,9 +242,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
                 "batch_within_ms": args.within_ms, "web_port": 0, "metrics_port": metrics_port},
         classifier={"threads": args.threads, "model_dir": args.model_dir},
     )
-    await create_topics(
-        settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
-    )
+    await create_all_topics(settings)
 
     print(f"classifier alone ({args.classifier_seconds:.0f} s, batches of {args.batch_max}, "
           f"{args.threads} thread):")

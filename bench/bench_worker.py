@@ -312,9 +312,7 @@ async def main_async(args: argparse.Namespace) -> None:
             router={"thresholds": (), "app_id": prefix.rstrip(".")},
             workers={"commit_interval_ms": 500},
         )
-        await create_topics(
-        settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
-    )
+        await create_topics(settings.kafka, settings.topics, settings.chain)
         print(f"baseline: {args.requests} direct httpx calls, {args.concurrency} at once…",
               flush=True)
         base = await baseline(url, args.requests, args.concurrency, latency_s, args.http_client)

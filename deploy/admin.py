@@ -5,11 +5,10 @@ keyword arguments; every producer, consumer and admin client is built from it::
 
     producer = AIOKafkaProducer(**kafka_client_kwargs(settings.kafka), acks="all")
 
-:func:`create_topics` makes the router's topics up front (``llm-router topics create``)::
+:func:`create_all_topics` makes every topic of a deployment up front (``llm-router topics
+create``), the router tables' changelogs included; :func:`create_topics` takes the parts::
 
-    created = await create_topics(
-        settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
-    )
+    created = await create_all_topics(settings)
 """
 
 from __future__ import annotations
@@ -23,9 +22,15 @@ from aiokafka.errors import for_code
 from aiokafka.helpers import create_ssl_context
 
 from schemas.errors import RouterError
-from schemas.settings import KafkaSettings, TopicSettings
+from schemas.settings import KafkaSettings, Settings, TopicSettings
 
-__all__ = ["TopicCreationError", "create_topics", "kafka_client_kwargs", "topic_plan"]
+__all__ = [
+    "TopicCreationError",
+    "create_all_topics",
+    "create_topics",
+    "kafka_client_kwargs",
+    "topic_plan",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -150,3 +155,11 @@ async def create_topics(
             plan[name],
         )
     return [name for name in plan if name in created]
+
+
+async def create_all_topics(settings: Settings) -> list[str]:
+    """:func:`create_topics` for a deployment of ``settings``: the pipeline's topics and the
+    router tables' changelogs."""
+    return await create_topics(
+        settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
+    )

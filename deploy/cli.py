@@ -114,13 +114,11 @@ def broker_status(ctx: typer.Context) -> None:
 @topics_app.command("create")
 def topics_create(ctx: typer.Context) -> None:
     """Create every topic up front (idempotent)."""
-    from deploy.admin import create_topics
+    from deploy.admin import create_all_topics
 
     settings = settings_of(ctx)
     configure_logging(settings.log_level)
-    created = asyncio.run(create_topics(
-        settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
-    ))
+    created = asyncio.run(create_all_topics(settings))
     console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
 
 

@@ -32,7 +32,7 @@ import httpx
 import yaml
 from pydantic import SecretStr
 
-from deploy.admin import create_topics
+from deploy.admin import create_all_topics
 from deploy.broker import KafkaBroker
 from deploy.models import LOCAL_MODELS, pull
 from schemas.errors import RouterError
@@ -233,12 +233,7 @@ class Stack:
             broker.start()
             self._record()
             self.progress(f"broker: ready at {broker.bootstrap_servers}")
-        created = asyncio.run(
-            create_topics(
-                self.settings.kafka, self.settings.topics, self.settings.chain,
-                self.settings.router.changelog_topics(),
-            )
-        )
+        created = asyncio.run(create_all_topics(self.settings))
         self.progress(f"topics: {len(created)} created, the rest already there")
         if self.local_models:
             needed = [

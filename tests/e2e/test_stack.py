@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.admin import create_topics
+from deploy.admin import create_all_topics
 from deploy.cli import DEFAULT_MODELS
 from deploy.stack import Stack
 from deploy.traffic import sample_requests
@@ -59,9 +59,7 @@ def stack(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[St
         },
         router={"metrics_port": free_port(), "web_port": free_port()},
     )
-    asyncio.run(create_topics(
-        settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
-    ))
+    asyncio.run(create_all_topics(settings))
     stack = Stack(
         settings,
         run_dir=tmp_path / "stack",

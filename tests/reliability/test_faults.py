@@ -25,7 +25,7 @@ from bench.harness import (
     rebalance_storm,
     restart_broker,
 )
-from deploy.admin import create_topics
+from deploy.admin import create_all_topics
 from deploy.broker import KafkaBroker
 from schemas.settings import KafkaSettings, Settings
 from workers.testing import Behaviour, ModelServer
@@ -84,9 +84,7 @@ async def test_broker_stopped_and_restarted_mid_run(
     await asyncio.to_thread(broker.start)
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, client_id="rel-broker")
     settings = stack_settings(kafka=kafka)
-    await asyncio.wait_for(create_topics(
-        kafka, settings.topics, settings.chain, settings.router.changelog_topics()
-    ), 60)
+    await asyncio.wait_for(create_all_topics(settings), 60)
     stack = stacks(settings, broker=broker)
     scenario = Scenario(
         "broker stop/restart",

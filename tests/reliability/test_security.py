@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaConnectionError
 from reliability_helpers import SASL_USERS
 
 from bench.harness import Stack, make_request, metrics_text, read_topic
-from deploy.admin import create_topics, kafka_client_kwargs
+from deploy.admin import create_all_topics, create_topics, kafka_client_kwargs
 from deploy.broker import KafkaBroker, SaslListener, SaslProtocol
 from schemas.codec import encode
 from schemas.messages import ChatMessage
@@ -202,8 +202,7 @@ async def test_secrets_and_prompts_stay_out_of_logs_metrics_and_dead_letters(
         kafka=kafka, topics=topics,
         tiers={tier: {"api_key": API_KEY} for tier in ("fast", "balanced", "frontier")},
     )
-    changelogs = settings.router.changelog_topics()
-    await asyncio.wait_for(create_topics(kafka, topics, settings.chain, changelogs), 60)
+    await asyncio.wait_for(create_all_topics(settings), 60)
     model_servers["frontier"].behaviour = Behaviour.fail(401)
     stack = stacks(settings, workers={})
     worker_ports = {tier: free_port() for tier in settings.chain}

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from deploy.admin import create_topics, kafka_client_kwargs
+from deploy.admin import create_all_topics, kafka_client_kwargs
 from schemas.messages import ChatMessage, RouteRequest
 from schemas.settings import Settings
 
@@ -113,12 +113,7 @@ def request(
 
 
 async def create_all(settings: Settings) -> None:
-    await asyncio.wait_for(
-        create_topics(
-            settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
-        ),
-        timeout=60,
-    )
+    await asyncio.wait_for(create_all_topics(settings), timeout=60)
 
 
 class Kafka:
