@@ -104,6 +104,17 @@ def load_minilm_as_distilbert(source: Path | None = None) -> tuple[Any, Any, Pat
     return model, config, directory
 
 
+def load_tokenizer(source: str) -> Any:
+    """The fast tokenizer of a model folder or hub name, emitting only what DistilBERT's
+    forward takes (the BERT tokenizer also emits ``token_type_ids``, which it rejects; the
+    setting is not saved with a checkpoint, so every load makes it)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)  # type: ignore[no-untyped-call]
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    return tokenizer
+
+
 def load_base_for_classification(
     base: str, num_labels: int, layers: int | None = None
 ) -> tuple[Any, Any]:
@@ -114,20 +125,17 @@ def load_base_for_classification(
     keeps only the first that many transformer layers (dropping the top layers is the
     cheapest way to a faster model; the evaluation says what it costs).
     """
-    from transformers import (
-        AutoTokenizer,
-        DistilBertForSequenceClassification,
-    )
+    from transformers import DistilBertForSequenceClassification
 
     if base == MINILM:
         encoder, config, directory = load_minilm_as_distilbert()
         config.num_labels = num_labels
         model = DistilBertForSequenceClassification(config)
         model.distilbert.load_state_dict(encoder.state_dict())
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))  # type: ignore[no-untyped-call]
+        tokenizer = load_tokenizer(str(directory))
     else:
         model = DistilBertForSequenceClassification.from_pretrained(base, num_labels=num_labels)
-        tokenizer = AutoTokenizer.from_pretrained(base)  # type: ignore[no-untyped-call]
+        tokenizer = load_tokenizer(base)
     if layers is not None and layers < model.config.n_layers:
         import torch
 
@@ -136,6 +144,4 @@ def load_base_for_classification(
         )
         model.distilbert.transformer.n_layers = layers
         model.config.n_layers = layers
-    # DistilBERT's forward rejects token_type_ids, which the BERT tokenizer emits by default.
-    tokenizer.model_input_names = ["input_ids", "attention_mask"]
     return model, tokenizer

@@ -32,6 +32,7 @@ import logging
 import math
 import random
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -795,8 +796,7 @@ def _download_sdist(package: Package, cache: Path) -> Path:
         with urllib.request.urlopen(package.sdist_url, timeout=180) as response, partial.open(
             "wb"
         ) as fh:
-            while block := response.read(1 << 20):
-                fh.write(block)
+            shutil.copyfileobj(response, fh, 1 << 20)
         got = digest(partial)
         if got != package.sha256:
             partial.unlink()

@@ -66,12 +66,13 @@ def _teacher_logits(
 ) -> Any:
     """The teacher checkpoint's logits for every training text, computed once, in order."""
     import torch
-    from transformers import AutoTokenizer, DistilBertForSequenceClassification
+    from transformers import DistilBertForSequenceClassification
+
+    from classifier_onnx.training.convert import load_tokenizer
 
     started = time.perf_counter()
     model = DistilBertForSequenceClassification.from_pretrained(str(checkpoint))
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))  # type: ignore[no-untyped-call]
-    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    tokenizer = load_tokenizer(str(checkpoint))
     model.eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.zeros(len(texts), model.config.num_labels)
@@ -166,6 +167,8 @@ def train(
     teacher_logits = (
         _teacher_logits(teacher, texts, max_tokens, batch_size=64) if teacher else None
     )
+    # The labels' share of the category loss: all of it without a teacher.
+    hard = 1.0 - distill_weight if teacher_logits is not None else 1.0
 
     model.train()
     step = 0
@@ -182,7 +185,6 @@ def train(
             )
             target_cx = torch.tensor([float(r["complexity"]) for r in batch_rows])
             logits = model(**enc).logits
-            hard = 1.0 - distill_weight if teacher_logits is not None else 1.0
             if teacher_logits is not None:
                 taught = teacher_logits[batch_ids]
                 target_cx = distilled_complexity(

@@ -100,9 +100,10 @@ def test_distillation_follows_the_teacher(
     same student trained on the labels alone (same seed, same steps)."""
     import torch
     import torch.nn.functional as F
-    from transformers import AutoTokenizer, DistilBertForSequenceClassification
+    from transformers import DistilBertForSequenceClassification
 
     from classifier_onnx.features import CATEGORIES
+    from classifier_onnx.training.convert import load_tokenizer
     from classifier_onnx.training.data import build_data, load_jsonl
     from classifier_onnx.training.train import example_text, train
 
@@ -121,9 +122,9 @@ def test_distillation_follows_the_teacher(
 
     def log_probs(checkpoint: Path) -> torch.Tensor:
         model = DistilBertForSequenceClassification.from_pretrained(str(checkpoint)).eval()
-        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+        tokenizer = load_tokenizer(str(checkpoint))
         enc = tokenizer(texts, truncation=True, max_length=16, padding=True,
-                        return_tensors="pt", return_token_type_ids=False)
+                        return_tensors="pt")
         with torch.no_grad():
             return F.log_softmax(model(**enc).logits[:, : len(CATEGORIES)], -1)
 
