@@ -6,7 +6,8 @@ keyword arguments; every producer, consumer and admin client is built from it::
     producer = AIOKafkaProducer(**kafka_client_kwargs(settings.kafka), acks="all")
 
 :func:`create_all_topics` makes every topic of a deployment up front (``llm-router topics
-create``), the router tables' changelogs included; :func:`create_topics` takes the parts::
+create``), the router's internal outcome topics and its tables' changelogs included;
+:func:`create_topics` takes the parts::
 
     created = await create_all_topics(settings)
 """
@@ -28,6 +29,7 @@ __all__ = [
     "TopicCreationError",
     "create_all_topics",
     "create_topics",
+    "deployment_topic_plan",
     "kafka_client_kwargs",
     "topic_plan",
 ]
@@ -76,14 +78,21 @@ def kafka_client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 def topic_plan(
-    topics: TopicSettings, chain: Sequence[str], changelogs: Sequence[str] = ()
+    topics: TopicSettings,
+    chain: Sequence[str],
+    changelogs: Sequence[str] = (),
+    outcomes: Sequence[str] = (),
 ) -> dict[str, dict[str, str]]:
     """Every topic the router uses, in pipeline order, with its topic configs.
 
+    ``outcomes`` are the router's internal outcome topics
+    (:meth:`~schemas.settings.RouterSettings.outcome_topics`), kept like the pipeline's;
     ``changelogs`` are the router tables' changelog topics
     (:meth:`~schemas.settings.RouterSettings.changelog_topics`): compacted, never expired.
-    Faust would create them on the router's first start, but creating them here means a
-    fresh router's first table write never waits for a topic that is still being made.
+    Faust would create both on the router's first start, but creating them here means a
+    fresh router never waits for a topic that is still being made, and every replica's
+    first assignment already places them with the requests (Faust ignores a topic that does
+    not exist yet when it assigns partitions).
     """
     retention = {"retention.ms": str(topics.retention_ms)}
     plan = {topics.requests: retention}
@@ -91,8 +100,18 @@ def topic_plan(
     plan[topics.uproute] = retention
     plan[topics.responses] = retention
     plan[topics.deadletter] = {"retention.ms": str(topics.deadletter_retention_ms)}
+    plan.update({name: retention for name in outcomes})
     plan.update({name: {"cleanup.policy": "compact"} for name in changelogs})
     return plan
+
+
+def deployment_topic_plan(settings: Settings) -> dict[str, dict[str, str]]:
+    """:func:`topic_plan` of a deployment of ``settings``: what :func:`create_all_topics`
+    makes (and the Strimzi ``KafkaTopic`` resources declare)."""
+    router = settings.router
+    return topic_plan(
+        settings.topics, settings.chain, router.changelog_topics(), router.outcome_topics()
+    )
 
 
 async def create_topics(
@@ -100,15 +119,16 @@ async def create_topics(
     topics: TopicSettings,
     chain: Sequence[str],
     changelogs: Sequence[str] = (),
+    outcomes: Sequence[str] = (),
 ) -> list[str]:
-    """Create the requests, per-tier, up-route, responses and dead-letter topics, and the
-    router tables' ``changelogs``.
+    """Create the requests, per-tier, up-route, responses and dead-letter topics, the
+    router's internal ``outcomes`` topics and its tables' ``changelogs``.
 
     Idempotent: topics that already exist are left as they are (their partition count and
     configs are not changed) and logged. Returns the names created by this call, in pipeline
     order. Raises :class:`TopicCreationError` if the broker refuses any topic.
     """
-    plan = topic_plan(topics, chain, changelogs)
+    plan = topic_plan(topics, chain, changelogs, outcomes)
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(kafka))
     await admin.start()
     try:
@@ -158,8 +178,10 @@ async def create_topics(
 
 
 async def create_all_topics(settings: Settings) -> list[str]:
-    """:func:`create_topics` for a deployment of ``settings``: the pipeline's topics and the
-    router tables' changelogs."""
+    """:func:`create_topics` for a deployment of ``settings``: the pipeline's topics, the
+    router's outcome topics and its tables' changelogs (:func:`deployment_topic_plan`)."""
+    router = settings.router
     return await create_topics(
-        settings.kafka, settings.topics, settings.chain, settings.router.changelog_topics()
+        settings.kafka, settings.topics, settings.chain, router.changelog_topics(),
+        router.outcome_topics(),
     )

@@ -32,6 +32,7 @@ __all__ = [
     "CategoryRoute",
     "ClassifierSettings",
     "KafkaSettings",
+    "ROUTER_OUTCOME_OWNERS",
     "ROUTER_TABLES",
     "RouterSettings",
     "Settings",
@@ -148,6 +149,9 @@ class CategoryRoute(BaseModel):
 
 # The router's Faust tables; each is backed by the compacted topic ``{app_id}-{name}-changelog``.
 ROUTER_TABLES = ("conversations", "users")
+# The router's internal topics ``{app_id}-{owner}-outcomes``: answers and up-routes re-keyed by
+# conversation id and by user id, so that one router replica applies each to its table.
+ROUTER_OUTCOME_OWNERS = ("conversation", "user")
 
 
 class RouterSettings(BaseModel):
@@ -198,6 +202,14 @@ class RouterSettings(BaseModel):
     def changelog_topics(self) -> list[str]:
         """The changelog topic of each router table (Faust's naming: app id, table, suffix)."""
         return [f"{self.app_id}-{table}-changelog" for table in ROUTER_TABLES]
+
+    def outcome_topic(self, owner: Literal["conversation", "user"]) -> str:
+        """The internal topic of outcomes keyed by ``owner`` id (conversation or user)."""
+        return f"{self.app_id}-{owner}-outcomes"
+
+    def outcome_topics(self) -> list[str]:
+        """Both internal outcome topics (see :data:`ROUTER_OUTCOME_OWNERS`)."""
+        return [f"{self.app_id}-{owner}-outcomes" for owner in ROUTER_OUTCOME_OWNERS]
 
 
 class WorkerSettings(BaseModel):

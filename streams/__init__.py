@@ -11,6 +11,7 @@ live in :mod:`streams.policy`.
 from streams.app import FaustSink, RouterApp, build_app, record_of, run_router, running
 from streams.features import compute_features
 from streams.metrics import RouterMetrics
+from streams.outcomes import Outcome, OutcomeFeed, OutcomeLedger
 from streams.policy import (
     FALLBACK_CATEGORY,
     Decision,
@@ -23,14 +24,16 @@ from streams.scorer import ScorerProtocol, load_scorer, render
 from streams.scoring import RouterState, ScoringStage
 from streams.state import ConversationState, UserStats
 from streams.topics import Record, Sink, dead_letter, normalize_headers
-from streams.uproute import OutcomeFeed, UpRouteStage
+from streams.uproute import UpRouteStage
 
 __all__ = [
     "ConversationState",
     "Decision",
     "FALLBACK_CATEGORY",
     "FaustSink",
+    "Outcome",
     "OutcomeFeed",
+    "OutcomeLedger",
     "Record",
     "RoutePolicy",
     "RouterApp",

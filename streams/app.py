@@ -5,15 +5,30 @@ Agents (all in consumer group ``router.app_id``, at-least-once):
 * ``score``    ``llm.requests`` → batches of ``router.batch_max`` within
   ``router.batch_within_ms`` → :class:`~streams.scoring.ScoringStage` → ``llm.tier.<name>``
 * ``uproute``  ``llm.uproute`` → :class:`~streams.uproute.UpRouteStage` → next tier topic,
-  ``llm.responses`` (flagged) or ``llm.deadletter``
-* ``outcomes`` ``llm.responses`` → per-user counters and the conversation latch
+  ``llm.responses`` (flagged) or ``llm.deadletter``; and its outcome, as ``outcomes`` does
+* ``outcomes`` ``llm.responses`` → :class:`~streams.outcomes.OutcomeFeed` → the outcome of
+  each answer, keyed by conversation id on ``{app_id}-conversation-outcomes`` and (first
+  tier only) by user id on ``{app_id}-user-outcomes``
+* ``conversation_outcomes`` ``{app_id}-conversation-outcomes`` → the conversation latch
+* ``user_outcomes``  ``{app_id}-user-outcomes`` → per-user first-tier counters
 
 Tables (changelog-backed; ``router.store``: ``memory://`` or ``rocksdb://``):
-``conversations`` (conversation id → turns, highest tier, last seen) and ``users``
-(user id → first-tier outcomes). Both place a key in the changelog partition the default
-Kafka partitioner picks for it (:class:`~streams.tables.KeyedTable`), so a ``conversations``
-record sits in the same partition number as the requests of that conversation when producers
-key requests by conversation id (the contract of ``llm.requests``).
+
+* ``conversations`` (conversation id → turns, highest tier, last seen): a
+  :class:`~streams.tables.KeyedTable`, each record in the changelog partition the default
+  Kafka partitioner picks for its key. Requests (keyed by conversation id, the contract of
+  ``llm.requests``), conversation outcomes and the changelog all have ``topics.partitions``
+  partitions, so Faust assigns partition *p* of the three to one replica: the replica that
+  routes a conversation is the only one that writes its record, and reads it exactly.
+* ``users`` (user id → first-tier outcomes): a :class:`~streams.tables.KeyedGlobalTable`.
+  A user's conversations span partitions, so every replica holds the whole table and keeps
+  reading its changelog; only the replica that owns the user's partition of
+  ``{app_id}-user-outcomes`` writes it.
+
+With several replicas the state a request is routed with is exact up to propagation: an
+answer reaches the latch after one more hop through Kafka (the outcome topic), and a user's
+counters reach the other replicas after two (the outcome topic, then the changelog), each a
+produce and a fetch (milliseconds on an idle cluster; the consumer lag under load).
 
 Example::
 
@@ -41,12 +56,14 @@ from faust.types import EventT
 
 from schemas.settings import KafkaSettings, Settings
 from streams.metrics import RouterMetrics
+from streams.outcomes import OutcomeFeed, OutcomeLedger, read_outcome
 from streams.policy import RoutePolicy
 from streams.scorer import ScorerProtocol, load_scorer
 from streams.scoring import RouterState, ScoringStage
-from streams.tables import KeyedTable
+from streams.state import UserStats
+from streams.tables import KeyedGlobalTable, KeyedTable
 from streams.topics import Record, Sink, normalize_headers
-from streams.uproute import OutcomeFeed, UpRouteStage
+from streams.uproute import UpRouteStage
 
 __all__ = [
     "STALL_EXIT_CODE",
@@ -201,8 +218,13 @@ class RouterApp:
 
         router = settings.router
         topics = settings.topics
+        conversation_outcomes = router.outcome_topic("conversation")
+        user_outcomes = router.outcome_topic("user")
         # The topics the agents read (the watchdog's and the gap guard's concern).
-        self._sources = frozenset({topics.requests, topics.uproute, topics.responses})
+        self._sources = frozenset({
+            topics.requests, topics.uproute, topics.responses, conversation_outcomes,
+            user_outcomes,
+        })
         partitions = topics.partitions
         # Raw keys hash like the producers' keys, so the default partitioner puts a record in
         # the changelog partition numbered like the requests of its conversation.
@@ -216,9 +238,11 @@ class RouterApp:
             use_partitioner=True, beacon=app.tables.beacon,
             help="conversation id -> turns, highest tier index, last seen (epoch s)",
         )
-        self.users = KeyedTable(
+        # Every replica reads users; the writer of a user reads its own records back, and a
+        # count only grows (see KeyedGlobalTable).
+        self.users = KeyedGlobalTable(
             app, name="users", schema=table_schema, partitions=partitions,
-            use_partitioner=True, beacon=app.tables.beacon,
+            version=lambda value: UserStats.from_json(value).outcomes, beacon=app.tables.beacon,
             help="user id -> outcomes and up-routes on the first tier",
         )
         app.tables.add(self.conversations)
@@ -228,7 +252,8 @@ class RouterApp:
             settings, scorer=scorer, state=self.state, sink=self._sink, metrics=metrics,
             executor=self._executor,
         )
-        self.feed = OutcomeFeed(self.policy, self.state)
+        self.feed = OutcomeFeed(settings, self.policy, self._sink)
+        self.ledger = OutcomeLedger(self.policy, self.state)
         self.uproute = UpRouteStage(
             settings, policy=self.policy, feed=self.feed, sink=self._sink, metrics=metrics
         )
@@ -236,9 +261,17 @@ class RouterApp:
         def raw_topic(name: str) -> faust.TopicT:
             return app.topic(name, key_serializer="raw", value_serializer="raw", allow_empty=True)
 
+        def outcome_topic(name: str) -> faust.TopicT:
+            # Internal: Faust creates it (like a changelog) where `topics create` did not.
+            return app.topic(
+                name, key_serializer="raw", value_serializer="raw", allow_empty=True,
+                internal=True, partitions=partitions,
+                config={"retention.ms": str(topics.retention_ms)},
+            )
+
         within_s = max(router.batch_within_ms, 1) / 1000.0
         batch_max = router.batch_max
-        scoring, uproute, feed = self.scoring, self.uproute, self.feed
+        scoring, uproute, feed, ledger = self.scoring, self.uproute, self.feed, self.ledger
 
         async def score(stream: faust.StreamT[Any]) -> None:
             # take_events is on faust.Stream only (not on the StreamT interface).
@@ -253,12 +286,32 @@ class RouterApp:
                 await asyncio.gather(*pending)
 
         async def outcomes(stream: faust.StreamT[Any]) -> None:
+            batches = cast(faust.Stream[Any], stream).take_events(batch_max, within=within_s)
+            async for events in batches:
+                pending = [d for e in events for d in await feed.record_response(record_of(e))]
+                await asyncio.gather(*pending)
+
+        async def latch(stream: faust.StreamT[Any]) -> None:
             async for event in stream.events():
-                feed.record_response(record_of(event))
+                outcome = read_outcome(record_of(event))
+                if outcome is not None:
+                    ledger.latch(outcome)
+
+        async def count(stream: faust.StreamT[Any]) -> None:
+            async for event in stream.events():
+                outcome = read_outcome(record_of(event))
+                if outcome is not None:
+                    ledger.count(outcome)
 
         self.score_agent = app.agent(raw_topic(topics.requests), name="score")(score)
         self.uproute_agent = app.agent(raw_topic(topics.uproute), name="uproute")(route_up)
         self.outcomes_agent = app.agent(raw_topic(topics.responses), name="outcomes")(outcomes)
+        self.conversation_outcomes_agent = app.agent(
+            outcome_topic(conversation_outcomes), name="conversation_outcomes"
+        )(latch)
+        self.user_outcomes_agent = app.agent(
+            outcome_topic(user_outcomes), name="user_outcomes"
+        )(count)
 
     async def start(self) -> None:
         """Serve metrics and start the Faust app (consumers, producer, table recovery)."""

@@ -1,18 +1,17 @@
-"""The up-route stage and the outcome feed.
+"""The up-route stage.
 
 :class:`UpRouteStage` reads ``llm.uproute``: a tier could not answer; the request goes to
 the next untried tier of the chain, or, when the chain is exhausted, to the dead-letter
 topic with its whole attempt history. An invalid output on the last tier is never accepted
 silently: it is a dead letter, or (``router.frontier_invalid = "flag"``) a flagged answer.
-
-:class:`OutcomeFeed` turns up-routes and answers into the per-user first-tier counters and
-the conversation latch the scoring stage reads.
+Each up-route also goes to the :class:`~streams.outcomes.OutcomeFeed` (a failure on the first
+tier counts against the user).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -21,63 +20,13 @@ from schemas.errors import SchemaError
 from schemas.messages import RouteInfo, RouteResponse, UpRouteEvent, utcnow
 from schemas.settings import Settings
 from streams.metrics import RouterMetrics
+from streams.outcomes import OutcomeFeed
 from streams.policy import RoutePolicy
-from streams.scoring import RouterState
-from streams.state import ConversationState
 from streams.topics import Record, Sink, dead_letter
 
-__all__ = ["OutcomeFeed", "UpRouteStage"]
+__all__ = ["UpRouteStage"]
 
 logger = logging.getLogger(__name__)
-
-
-class OutcomeFeed:
-    """Updates the tables from up-routes and answers.
-
-    * an up-route from the first tier counts against the user (an outcome that failed);
-    * an answer on the first tier counts for the user (flagged answers count as failed);
-    * an answer on a higher tier raises the conversation's latch to that tier.
-    """
-
-    def __init__(self, policy: RoutePolicy, state: RouterState, clock: Any = time.time) -> None:
-        self._policy = policy
-        self._state = state
-        self._clock = clock
-
-    def uprouted(self, event: UpRouteEvent) -> None:
-        request = event.scored.request
-        if event.scored.tier == self._policy.chain[0]:
-            stats = self._state.user(request.user_id).record(uproute=True)
-            self._state.users[request.user_id] = stats.to_json()
-
-    def answered(self, response: RouteResponse) -> None:
-        tier = response.route.tier
-        if tier == self._policy.chain[0]:
-            stats = self._state.user(response.user_id).record(uproute=response.flagged)
-            self._state.users[response.user_id] = stats.to_json()
-        if response.flagged or tier not in self._policy.chain:
-            return
-        index = self._policy.chain.index(tier)
-        now = self._clock()
-        current = self._state.conversation(response.conversation_id)
-        latched = current.latched_index(now, self._policy.latch_idle_s)
-        if index > latched:
-            self._state.conversations[response.conversation_id] = ConversationState(
-                turns=current.turns, tier_index=index, seen_at=now
-            ).to_json()
-
-    def record_response(self, record: Record) -> None:
-        """Feed one ``llm.responses`` record; a malformed one is logged and skipped."""
-        try:
-            response = decode(RouteResponse, record.value)
-        except SchemaError as exc:
-            # Not ours to dead-letter: the tier worker owns what it wrote.
-            logger.warning(
-                "unreadable response at %s[%d]@%d: %s",
-                record.topic, record.partition, record.offset, exc,
-            )
-            return
-        self.answered(response)
 
 
 class UpRouteStage:
@@ -114,7 +63,12 @@ class UpRouteStage:
                 topics.deadletter, key=record.key, value=value, headers=record.headers
             )
 
-        self._feed.uprouted(event)
+        outcomes = await self._feed.uprouted(event, record.headers)
+        delivery = await self._route(record, event)
+        return asyncio.gather(delivery, *outcomes) if outcomes else delivery
+
+    async def _route(self, record: Record, event: UpRouteEvent) -> Awaitable[Any]:
+        topics = self._settings.topics
         scored = event.scored
         request = scored.request
         where = f"{record.topic}[{record.partition}]@{record.offset}"

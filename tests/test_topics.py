@@ -11,8 +11,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import SecretStr
 
-from deploy.admin import create_topics, kafka_client_kwargs, topic_plan
-from schemas.settings import KafkaSettings, RouterSettings, TopicSettings
+from deploy.admin import create_topics, deployment_topic_plan, kafka_client_kwargs, topic_plan
+from schemas.settings import KafkaSettings, RouterSettings, Settings, TopicSettings
 
 CHAIN = ("fast", "balanced", "frontier")
 
@@ -65,17 +65,18 @@ async def test_create_topics_creates_all_then_is_idempotent(
     topics = unique_topics.model_copy(
         update={"partitions": 4, "retention_ms": 3_600_000, "deadletter_retention_ms": 7_200_000}
     )
-    changelogs = RouterSettings(app_id=f"{topics.requests}-app").changelog_topics()
-    names = expected_names(topics) + changelogs
+    router = RouterSettings(app_id=f"{topics.requests}-app")
+    changelogs, outcomes = router.changelog_topics(), router.outcome_topics()
+    names = expected_names(topics) + outcomes + changelogs
 
     created = await asyncio.wait_for(
-        create_topics(kafka_settings, topics, CHAIN, changelogs), 60
+        create_topics(kafka_settings, topics, CHAIN, changelogs, outcomes), 60
     )
     assert created == names
 
     partitions, configs = await asyncio.wait_for(describe(kafka_settings, names), 30)
     assert partitions == {name: 4 for name in names}
-    for name in names[:-3]:
+    for name in [n for n in names if n != topics.deadletter and n not in changelogs]:
         assert configs[name]["retention.ms"] == "3600000", name
         assert configs[name]["cleanup.policy"] == "delete", name
     assert configs[topics.deadletter]["retention.ms"] == "7200000"
@@ -83,7 +84,7 @@ async def test_create_topics_creates_all_then_is_idempotent(
         assert configs[name]["cleanup.policy"] == "compact", name
 
     again = await asyncio.wait_for(
-        create_topics(kafka_settings, topics, CHAIN, changelogs), 60
+        create_topics(kafka_settings, topics, CHAIN, changelogs, outcomes), 60
     )
     assert again == []
 
@@ -123,6 +124,19 @@ def test_topic_plan_adds_the_router_tables_changelogs_compacted() -> None:
     plan = topic_plan(TopicSettings(), ["fast"], router.changelog_topics())
     assert list(plan)[-2:] == ["r1-conversations-changelog", "r1-users-changelog"]
     assert plan["r1-users-changelog"] == {"cleanup.policy": "compact"}
+
+
+def test_deployment_topic_plan_has_the_outcome_topics_before_the_changelogs() -> None:
+    """The router's internal outcome topics are kept like the pipeline's topics."""
+    settings = Settings(router={"app_id": "r1"}, topics={"retention_ms": 10})
+    plan = deployment_topic_plan(settings)
+    assert list(plan)[-4:] == [
+        "r1-conversation-outcomes", "r1-user-outcomes",
+        "r1-conversations-changelog", "r1-users-changelog",
+    ]
+    assert settings.router.outcome_topics() == list(plan)[-4:-2]
+    assert settings.router.outcome_topic("user") == "r1-user-outcomes"
+    assert plan["r1-user-outcomes"] == {"retention.ms": "10"}
 
 
 def test_kafka_client_kwargs_plaintext() -> None:

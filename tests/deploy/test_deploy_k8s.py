@@ -159,7 +159,7 @@ def test_base_wiring(tmp_path: Path) -> None:
 def test_strimzi_topics_match_the_topic_plan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from deploy.admin import topic_plan
+    from deploy.admin import deployment_topic_plan
 
     # What kafka-credentials.yaml sets from the KafkaUser's Secret.
     patch = load_yaml_documents(K8S / "overlays" / "strimzi" / "kafka-credentials.yaml")[0]
@@ -170,7 +170,7 @@ def test_strimzi_topics_match_the_topic_plan(
     settings = _settings_from_configmap(overlay, tmp_path)
     assert settings.kafka.security_protocol == "SASL_SSL"
     topics = {d["spec"]["topicName"]: d["spec"] for d in docs if d["kind"] == "KafkaTopic"}
-    plan = topic_plan(settings.topics, settings.chain, settings.router.changelog_topics())
+    plan = deployment_topic_plan(settings)
     assert set(topics) == set(plan)
     for name, configs in plan.items():
         assert topics[name]["partitions"] == settings.topics.partitions

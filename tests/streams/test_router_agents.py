@@ -18,16 +18,21 @@ from schemas.messages import Attempt, DeadLetter, RouteInfo, RouteResponse, Scor
 from schemas.messages import UpRouteEvent as Event
 from schemas.settings import Settings
 from streams import (
+    ConversationState,
+    Outcome,
     OutcomeFeed,
+    OutcomeLedger,
     Record,
     RouterApp,
     RouterMetrics,
     RouterState,
     ScoringStage,
     UpRouteStage,
+    UserStats,
     build_app,
 )
 from streams.app import STALL_EXIT_CODE
+from streams.outcomes import read_outcome
 from streams.tables import default_partition
 
 
@@ -80,7 +85,7 @@ async def test_uproute_agent_test_context(settings: Settings, fake_sink: FakeSin
     async with router.uproute_agent.test_context() as agent:
         await agent.put(encode(Event(scored=scored, cause="timeout")), wait=False)
         await agent.put(b"nope", wait=False)
-        await fake_sink.wait_for(2)
+        await fake_sink.wait_for(3)
     close_unstarted(router)
     [sent] = fake_sink.on(settings.topics.tier("balanced"))
     again = decode(ScoredRequest, sent.value)
@@ -89,8 +94,12 @@ async def test_uproute_agent_test_context(settings: Settings, fake_sink: FakeSin
     assert sent.key == scored.request.conversation_id.encode()
     [letter] = fake_sink.on(settings.topics.deadletter)
     assert decode(DeadLetter, letter.value).stage == "uproute"
-    assert router.state.user("u-9").outcomes == 1
-    assert router.state.user("u-9").uproutes == 1
+    # A first-tier up-route counts against the user: on the replica that owns the user.
+    [counted] = fake_sink.on(settings.router.outcome_topic("user"))
+    assert counted.key == b"u-9"
+    assert decode(Outcome, counted.value).failed
+    assert not fake_sink.on(settings.router.outcome_topic("conversation"))
+    assert router.state.user("u-9").outcomes == 0   # not written by the uproute agent
 
 
 def _response(tier: str, *, flagged: bool = False, conversation: str = "c-r") -> RouteResponse:
@@ -102,20 +111,76 @@ def _response(tier: str, *, flagged: bool = False, conversation: str = "c-r") ->
     )
 
 
-def test_outcome_feed_counts_and_latches(settings: Settings) -> None:
+async def test_outcome_feed_keys_each_outcome_by_the_state_it_changes(
+    settings: Settings,
+) -> None:
+    from streams import RoutePolicy
+
+    sink = FakeSink()
+    feed = OutcomeFeed(settings, RoutePolicy.from_settings(settings), sink)
+    to_conversation = settings.router.outcome_topic("conversation")
+    to_user = settings.router.outcome_topic("user")
+    assert len(await feed.answered(_response("fast"))) == 2
+    assert len(await feed.answered(_response("fast", flagged=True))) == 1   # user only
+    assert len(await feed.answered(_response("frontier"))) == 1   # latch only
+    assert len(await feed.answered(_response("frontier", flagged=True))) == 0
+    assert await feed.record_response(Record(value=b"junk", topic="t")) == []  # logged
+    assert [s.key for s in sink.on(to_conversation)] == [b"c-r", b"c-r"]
+    assert [s.key for s in sink.on(to_user)] == [b"u-r", b"u-r"]
+    assert [decode(Outcome, s.value).failed for s in sink.on(to_user)] == [False, True]
+    assert len(sink.sent) == 4
+
+
+def test_outcome_ledger_counts_and_latches(settings: Settings) -> None:
     from streams import RoutePolicy
 
     state = RouterState(conversations={}, users={})
-    feed = OutcomeFeed(RoutePolicy.from_settings(settings), state, clock=lambda: 100.0)
-    feed.answered(_response("fast"))
-    feed.answered(_response("fast", flagged=True))
+    ledger = OutcomeLedger(RoutePolicy.from_settings(settings), state, clock=lambda: 100.0)
+
+    def outcome(tier: str, *, failed: bool = False) -> Outcome:
+        return Outcome(request_id="r-1", conversation_id="c-r", user_id="u-r", tier=tier,
+                       failed=failed)
+
+    for each in (outcome("fast"), outcome("fast", failed=True)):
+        ledger.count(each)
+        ledger.latch(each)
     assert (state.user("u-r").outcomes, state.user("u-r").uproutes) == (2, 1)
-    feed.answered(_response("frontier"))
+    ledger.count(outcome("frontier"))
     assert state.user("u-r").outcomes == 2  # only first-tier outcomes count
+    ledger.latch(outcome("frontier"))
     assert state.conversation("c-r").tier_index == 2
-    feed.answered(_response("balanced"))   # never lowers the latch
-    assert state.conversation("c-r").tier_index == 2
-    feed.record_response(Record(value=b"junk", topic="t"))  # logged, skipped
+    ledger.latch(outcome("balanced"))   # never lowers the latch
+    ledger.latch(outcome("unknown-tier"))
+    assert state.conversation("c-r") == ConversationState(turns=0, tier_index=2, seen_at=100.0)
+    assert read_outcome(Record(value=b"junk", topic="t")) is None  # logged, skipped
+
+
+def test_users_table_skips_its_own_stale_records(settings: Settings, fake_sink: FakeSink) -> None:
+    """Every replica keeps reading the users changelog, the writer too: a record it wrote
+    before its latest write arrives after it, and must not undo it."""
+    from types import SimpleNamespace
+
+    router = build_app(settings, scorer=FakeScorer(), sink=fake_sink)
+    users = router.users
+    assert users.is_global and users.use_partitioner and users.recovery_buffer_size == 1
+
+    def record(key: str, value: dict[str, int] | None) -> SimpleNamespace:
+        return SimpleNamespace(key=key, value=value,
+                               message=SimpleNamespace(value=b"x" if value else None,
+                                                       partition=0))
+
+    users.data["u-1"] = {"outcomes": 3, "uproutes": 1}   # the writer's latest write
+    users.apply_changelog_batch([record("u-1", {"outcomes": 2, "uproutes": 1})])
+    assert router.state.user("u-1") == UserStats(3, 1)
+    users.apply_changelog_batch([record("u-1", {"outcomes": 3, "uproutes": 1}),
+                                 record("u-2", {"outcomes": 1, "uproutes": 0}),
+                                 record("u-1", {"outcomes": 4, "uproutes": 2}),
+                                 record("u-1", {"outcomes": 2, "uproutes": 0})])
+    assert router.state.user("u-1") == UserStats(4, 2)
+    assert router.state.user("u-2") == UserStats(1, 0)
+    users.apply_changelog_batch([record("u-2", None)])   # a deletion always applies
+    assert "u-2" not in users.data
+    close_unstarted(router)
 
 
 async def test_scoring_stage_dead_letters_when_classifier_fails(settings: Settings) -> None:
@@ -154,7 +219,7 @@ async def test_frontier_invalid_output(settings: Settings, mode: str) -> None:
 
     policy = RoutePolicy.from_settings(s)
     sink = FakeSink()
-    stage = UpRouteStage(s, policy=policy, feed=OutcomeFeed(policy, RouterState({}, {})),
+    stage = UpRouteStage(s, policy=policy, feed=OutcomeFeed(s, policy, sink),
                          sink=sink, metrics=RouterMetrics())
     scored = ScoredRequest(request=request("x"), score=0.9, category="general",
                            tier="frontier", reason="score",
@@ -238,6 +303,10 @@ def test_changelog_topics_are_the_ones_faust_uses(
     used = [t.changelog_topic.get_topic_name() for t in (router.conversations, router.users)]
     assert used == settings.router.changelog_topics() == [
         "router-unit-conversations-changelog", "router-unit-users-changelog"]
+    agents = (router.conversation_outcomes_agent, router.user_outcomes_agent)
+    read = [agent.channel.get_topic_name() for agent in agents]
+    assert read == settings.router.outcome_topics() == [
+        "router-unit-conversation-outcomes", "router-unit-user-outcomes"]
 
 
 def test_stall_watchdog_fires_only_on_a_position_that_stands_still(
