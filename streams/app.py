@@ -28,7 +28,8 @@ Tables (changelog-backed; ``router.store``: ``memory://`` or ``rocksdb://``):
 With several replicas the state a request is routed with is exact up to propagation: an
 answer reaches the latch after one more hop through Kafka (the outcome topic), and a user's
 counters reach the other replicas after two (the outcome topic, then the changelog), each a
-produce and a fetch (milliseconds on an idle cluster; the consumer lag under load).
+produce and a fetch (50-100 ms in ``tests/streams/test_router_replicas.py`` on a local broker;
+more by the consumer lag of those topics under load).
 
 Example::
 
