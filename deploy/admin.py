@@ -128,7 +128,19 @@ async def create_topics(
     configs are not changed) and logged. Returns the names created by this call, in pipeline
     order. Raises :class:`TopicCreationError` if the broker refuses any topic.
     """
-    plan = topic_plan(topics, chain, changelogs, outcomes)
+    return await _create_planned(kafka, topics, topic_plan(topics, chain, changelogs, outcomes))
+
+
+async def create_all_topics(settings: Settings) -> list[str]:
+    """:func:`create_topics` for a deployment of ``settings``: the pipeline's topics, the
+    router's outcome topics and its tables' changelogs (:func:`deployment_topic_plan`)."""
+    return await _create_planned(settings.kafka, settings.topics, deployment_topic_plan(settings))
+
+
+async def _create_planned(
+    kafka: KafkaSettings, topics: TopicSettings, plan: dict[str, dict[str, str]]
+) -> list[str]:
+    """Create the topics of ``plan`` that do not exist yet (see :func:`create_topics`)."""
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(kafka))
     await admin.start()
     try:
@@ -175,13 +187,3 @@ async def create_topics(
             plan[name],
         )
     return [name for name in plan if name in created]
-
-
-async def create_all_topics(settings: Settings) -> list[str]:
-    """:func:`create_topics` for a deployment of ``settings``: the pipeline's topics, the
-    router's outcome topics and its tables' changelogs (:func:`deployment_topic_plan`)."""
-    router = settings.router
-    return await create_topics(
-        settings.kafka, settings.topics, settings.chain, router.changelog_topics(),
-        router.outcome_topics(),
-    )

@@ -151,7 +151,8 @@ class CategoryRoute(BaseModel):
 ROUTER_TABLES = ("conversations", "users")
 # The router's internal topics ``{app_id}-{owner}-outcomes``: answers and up-routes re-keyed by
 # conversation id and by user id, so that one router replica applies each to its table.
-ROUTER_OUTCOME_OWNERS = ("conversation", "user")
+OutcomeOwner = Literal["conversation", "user"]
+ROUTER_OUTCOME_OWNERS: tuple[OutcomeOwner, ...] = ("conversation", "user")
 
 
 class RouterSettings(BaseModel):
@@ -203,13 +204,13 @@ class RouterSettings(BaseModel):
         """The changelog topic of each router table (Faust's naming: app id, table, suffix)."""
         return [f"{self.app_id}-{table}-changelog" for table in ROUTER_TABLES]
 
-    def outcome_topic(self, owner: Literal["conversation", "user"]) -> str:
+    def outcome_topic(self, owner: OutcomeOwner) -> str:
         """The internal topic of outcomes keyed by ``owner`` id (conversation or user)."""
         return f"{self.app_id}-{owner}-outcomes"
 
     def outcome_topics(self) -> list[str]:
         """Both internal outcome topics (see :data:`ROUTER_OUTCOME_OWNERS`)."""
-        return [f"{self.app_id}-{owner}-outcomes" for owner in ROUTER_OUTCOME_OWNERS]
+        return [self.outcome_topic(owner) for owner in ROUTER_OUTCOME_OWNERS]
 
 
 class WorkerSettings(BaseModel):

@@ -47,7 +47,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, NoReturn, cast
@@ -57,7 +57,7 @@ from faust.types import EventT
 
 from schemas.settings import KafkaSettings, Settings
 from streams.metrics import RouterMetrics
-from streams.outcomes import OutcomeFeed, OutcomeLedger, read_outcome
+from streams.outcomes import Outcome, OutcomeFeed, OutcomeLedger, read_outcome
 from streams.policy import RoutePolicy
 from streams.scorer import ScorerProtocol, load_scorer
 from streams.scoring import RouterState, ScoringStage
@@ -259,14 +259,15 @@ class RouterApp:
             settings, policy=self.policy, feed=self.feed, sink=self._sink, metrics=metrics
         )
 
-        def raw_topic(name: str) -> faust.TopicT:
-            return app.topic(name, key_serializer="raw", value_serializer="raw", allow_empty=True)
+        def raw_topic(name: str, **options: Any) -> faust.TopicT:
+            return app.topic(
+                name, key_serializer="raw", value_serializer="raw", allow_empty=True, **options
+            )
 
         def outcome_topic(name: str) -> faust.TopicT:
             # Internal: Faust creates it (like a changelog) where `topics create` did not.
-            return app.topic(
-                name, key_serializer="raw", value_serializer="raw", allow_empty=True,
-                internal=True, partitions=partitions,
+            return raw_topic(
+                name, internal=True, partitions=partitions,
                 config={"retention.ms": str(topics.retention_ms)},
             )
 
@@ -292,27 +293,26 @@ class RouterApp:
                 pending = [d for e in events for d in await feed.record_response(record_of(e))]
                 await asyncio.gather(*pending)
 
-        async def latch(stream: faust.StreamT[Any]) -> None:
-            async for event in stream.events():
-                outcome = read_outcome(record_of(event))
-                if outcome is not None:
-                    ledger.latch(outcome)
+        def applying(apply: Callable[[Outcome], None]) -> Callable[[Any], Awaitable[None]]:
+            """An agent that applies each outcome of its topic with ``apply``."""
 
-        async def count(stream: faust.StreamT[Any]) -> None:
-            async for event in stream.events():
-                outcome = read_outcome(record_of(event))
-                if outcome is not None:
-                    ledger.count(outcome)
+            async def agent(stream: faust.StreamT[Any]) -> None:
+                async for event in stream.events():
+                    outcome = read_outcome(record_of(event))
+                    if outcome is not None:
+                        apply(outcome)
+
+            return agent
 
         self.score_agent = app.agent(raw_topic(topics.requests), name="score")(score)
         self.uproute_agent = app.agent(raw_topic(topics.uproute), name="uproute")(route_up)
         self.outcomes_agent = app.agent(raw_topic(topics.responses), name="outcomes")(outcomes)
         self.conversation_outcomes_agent = app.agent(
             outcome_topic(conversation_outcomes), name="conversation_outcomes"
-        )(latch)
+        )(applying(ledger.latch))
         self.user_outcomes_agent = app.agent(
             outcome_topic(user_outcomes), name="user_outcomes"
-        )(count)
+        )(applying(ledger.count))
 
     async def start(self) -> None:
         """Serve metrics and start the Faust app (consumers, producer, table recovery)."""
