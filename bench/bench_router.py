@@ -107,6 +107,8 @@ def breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 
     return {
         "fetch+batching wait ms (per request)": 1000 * mean("router_wait_seconds"),
+        "  fetch: produced -> read by the router": 1000 * mean("router_fetch_seconds"),
+        "  batching: read -> batch start": 1000 * mean("router_batching_seconds"),
         "scoring ms (per batch)": 1000 * mean("router_scoring_seconds"),
         "batch size (mean)": mean("router_batch_size"),
         "produce+ack ms (per batch)": 1000 * mean("router_produce_seconds"),

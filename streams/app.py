@@ -93,6 +93,11 @@ class RouterStalled(RuntimeError):
 def record_of(event: EventT[Any]) -> Record:
     """The stage-facing view of a Faust event."""
     message = event.message
+    # Faust's monitor stamps a message with its clock when the consumer hands it to the
+    # streams, before it waits in an agent's batch: that moment, as epoch seconds.
+    received = None
+    if message.time_in is not None:
+        received = time.time() - (event.app.monitor.time() - message.time_in)
     value = event.value
     if isinstance(value, str):
         value = value.encode()
@@ -107,6 +112,7 @@ def record_of(event: EventT[Any]) -> Record:
         key=key if isinstance(key, bytes) else None,
         headers=normalize_headers(message.headers),
         timestamp=message.timestamp,
+        received=received,
     )
 
 

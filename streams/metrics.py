@@ -50,6 +50,17 @@ class RouterMetrics:
             "Request produced (its Kafka timestamp) to its batch starting: fetch plus batching.",
             buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.fetch_seconds = Histogram(
+            "router_fetch_seconds",
+            "Request produced (its Kafka timestamp) to read by the router: broker and fetch.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.batching_seconds = Histogram(
+            "router_batching_seconds",
+            "Request read by the router to its batch starting: the batching window and the "
+            "previous batch's scoring.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
         self.produce_seconds = Histogram(
             "router_produce_seconds", "Batch sends issued to every one acknowledged.",
             buckets=_LATENCY_BUCKETS, registry=r,

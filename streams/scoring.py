@@ -81,9 +81,14 @@ class ScoringStage:
     async def process(self, records: Sequence[Record]) -> None:
         """Handle one batch; never raises for a bad record."""
         started = time.time()
+        metrics = self._metrics
         for record in records:
             if record.timestamp is not None:
-                self._metrics.wait_seconds.observe(max(0.0, started - record.timestamp))
+                metrics.wait_seconds.observe(max(0.0, started - record.timestamp))
+            if record.received is not None:
+                metrics.batching_seconds.observe(max(0.0, started - record.received))
+                if record.timestamp is not None:
+                    metrics.fetch_seconds.observe(max(0.0, record.received - record.timestamp))
         pending: list[Awaitable[Any]] = []
         valid: list[tuple[Record, RouteRequest]] = []
         for record in records:

@@ -53,6 +53,9 @@ class Record:
     headers: Headers = field(default_factory=list)
     # Kafka timestamp of the message, epoch seconds (None when unknown).
     timestamp: float | None = None
+    # When the router read it from Kafka, epoch seconds (None when unknown): before it waited
+    # for a batch.
+    received: float | None = None
 
     @property
     def key_text(self) -> str | None:

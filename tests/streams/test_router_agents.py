@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -209,6 +210,27 @@ async def test_scoring_stage_batches_into_one_call(
     await stage.process(records)
     assert fake_scorer.calls == [5]
     assert len(sink.on(settings.topics.tier("fast"))) == 5
+
+
+async def test_scoring_stage_splits_the_wait_into_fetch_and_batching(
+    settings: Settings, fake_scorer: FakeScorer
+) -> None:
+    metrics = RouterMetrics()
+    stage = ScoringStage(settings, scorer=fake_scorer, state=RouterState({}, {}),
+                         sink=FakeSink(), metrics=metrics)
+    now = time.time()
+    records = [
+        Record(value=encode(request("read")), topic="req", timestamp=now - 3.0, received=now - 1.0),
+        Record(value=encode(request("unstamped")), topic="req", timestamp=now - 3.0),
+    ]
+    await stage.process(records)
+    sample = metrics.registry.get_sample_value
+    assert sample("router_wait_seconds_count") == 2
+    # Only the record with a read time splits: 2 s in fetch, about 1 s waiting for its batch.
+    assert sample("router_fetch_seconds_count") == 1
+    assert sample("router_fetch_seconds_sum") == pytest.approx(2.0)
+    assert sample("router_batching_seconds_count") == 1
+    assert 1.0 <= sample("router_batching_seconds_sum") < 1.5
 
 
 @pytest.mark.parametrize("mode", ["deadletter", "flag"])

@@ -72,9 +72,13 @@ async def test_mixed_requests_land_once_on_expected_tier(
             expected[req.id] = "fast" if score < 0.3 else "balanced" if score < 0.7 else "frontier"
         items.append((settings.topics.requests, encode(req), req.conversation_id.encode()))
     scorer = FakeScorer()
-    async with running(build_app(settings, scorer=scorer)):
+    async with running(build_app(settings, scorer=scorer)) as router:
         await kafka.produce_many(items)
         records = await kafka.consume(tier_topics(settings), 1000, timeout_s=120, settle_s=1.0)
+        sample = router.metrics.registry.get_sample_value
+        # Each request's wait splits into fetch and batching: Faust stamped every one read.
+        assert sample("router_fetch_seconds_count") == 1000
+        assert sample("router_batching_seconds_count") == 1000
     assert len(records) == 1000
     seen = collections.Counter()
     for rec in records:
