@@ -67,6 +67,11 @@ def train(
     max_steps: int = 0,
     limit: int = 0,
     seed: int = 13,
+    init_seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the head's initial weights (default: --seed); one value "
+                     "for every ingredient of a soup."),
+    ] = None,
     layers: Annotated[int, typer.Option(help="Keep only the first N layers (0: all).")] = 0,
     teacher: Annotated[
         Path | None,
@@ -81,8 +86,24 @@ def train(
     _logging()
     _echo(run(data, out, base=base, extra=extra or [], epochs=epochs, batch_size=batch_size,
               lr=lr, max_tokens=max_tokens, max_steps=max_steps or None, limit=limit or None,
-              seed=seed, layers=layers or None, teacher=teacher,
+              seed=seed, init_seed=init_seed, layers=layers or None, teacher=teacher,
               distill_weight=distill_weight, temperature=temperature))
+
+
+@app.command("soup")
+def soup_cmd(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints from `train`.")],
+    out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = CACHE / "checkpoint",
+) -> None:
+    """Average the weights of checkpoints trained with one --init-seed (a model soup)."""
+    from classifier_onnx.training.soup import SoupError
+    from classifier_onnx.training.soup import soup as run
+
+    _logging()
+    try:
+        _echo(run(checkpoints, out))
+    except SoupError as exc:
+        raise typer.BadParameter(str(exc), param_hint="CHECKPOINTS") from exc
 
 
 @app.command()

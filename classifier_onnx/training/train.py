@@ -100,6 +100,7 @@ def train(
     max_tokens: int = 128,
     complexity_weight: float = 2.0,
     seed: int = 13,
+    init_seed: int | None = None,
     threads: int | None = None,
     max_steps: int | None = None,
     limit: int | None = None,
@@ -117,6 +118,10 @@ def train(
     complexity target mixes the label with the teacher's score (except on rows from
     ``learn``, whose complexity corrects the teacher's).
 
+    ``init_seed`` (default: ``seed``) fixes the classification head's initial weights apart
+    from ``seed``, which then changes only the data order and dropout: checkpoints trained
+    with one ``init_seed`` can be averaged into a soup (``classifier_onnx.training.soup``).
+
     Writes a transformers checkpoint (``config.json``, ``model.safetensors``, tokenizer) to
     ``out_dir`` and returns a summary with the validation scores.
     """
@@ -126,7 +131,7 @@ def train(
 
     from classifier_onnx.training.convert import load_base_for_classification
 
-    torch.manual_seed(seed)
+    torch.manual_seed(seed if init_seed is None else init_seed)
     rng = random.Random(seed)
     if threads:
         torch.set_num_threads(threads)
@@ -141,6 +146,8 @@ def train(
         val_rows = val_rows[: max(1, limit // 4)]
 
     model, tokenizer = load_base_for_classification(base, num_labels=len(LABELS), layers=layers)
+    if init_seed is not None:
+        torch.manual_seed(seed)  # the head is initialised: the rest follows ``seed``
     model.config.id2label = dict(enumerate(LABELS))
     model.config.label2id = {label: i for i, label in enumerate(LABELS)}
 
@@ -233,6 +240,7 @@ def train(
         "lr": lr,
         "max_tokens": max_tokens,
         "seed": seed,
+        "init_seed": seed if init_seed is None else init_seed,
         **(
             {"teacher": str(teacher), "distill_weight": distill_weight,
              "temperature": temperature}
