@@ -9,6 +9,10 @@ Latency is measured with Kafka timestamps, both set on this host: the request re
 CreateTime (set when the bench produced it) to the scored record's CreateTime (set when the
 router produced it). The router runs as its own process (``python -m streams``); the
 breakdown comes from its Prometheus metrics.
+
+``--answers`` also answers every scored request on ``llm.responses`` at once (an instant
+worker), so that the router's outcome agents and its ``users`` table (whose changelog every
+replica reads) carry traffic during the measurement, as they do in production.
 """
 
 from __future__ import annotations
@@ -36,8 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_broker, free_port  # noqa: E402
 from deploy.admin import create_all_topics, kafka_client_kwargs  # noqa: E402
-from schemas.codec import encode  # noqa: E402
-from schemas.messages import ChatMessage, RouteRequest  # noqa: E402
+from schemas.codec import decode, encode  # noqa: E402
+from schemas.messages import (  # noqa: E402
+    ChatMessage,
+    RouteInfo,
+    RouteRequest,
+    RouteResponse,
+    ScoredRequest,
+)
 from schemas.settings import KafkaSettings, Settings, TopicSettings  # noqa: E402
 
 SAMPLES = ROOT / "classifier_onnx" / "model" / "sample_prompts.jsonl"
@@ -116,9 +126,22 @@ def breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     }
 
 
+def answer(scored: ScoredRequest) -> RouteResponse:
+    """What a worker whose model answered at once would publish for ``scored``."""
+    request = scored.request
+    return RouteResponse(
+        request_id=request.id, conversation_id=request.conversation_id,
+        user_id=request.user_id, content="ok",
+        route=RouteInfo(tier=scored.tier, model=scored.model or "bench", category=scored.category,
+                        score=scored.score, reason=scored.reason, tiers_tried=[scored.tier],
+                        attempts=[], total_latency_ms=0.0),
+    )
+
+
 class Bench:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, answers: bool = False) -> None:
         self.settings = settings
+        self.answers = answers
         self.kafka = settings.kafka
         self.tier_topics = [settings.topics.tier(t) for t in settings.chain]
         self.produced: dict[str, float] = {}
@@ -152,7 +175,15 @@ class Bench:
             batch = await self.consumer.getmany(timeout_ms=100)
             for records in batch.values():
                 for rec in records:
-                    rid = json.loads(rec.value)["request"]["id"]
+                    if self.answers:
+                        scored = decode(ScoredRequest, rec.value)
+                        rid = scored.request.id
+                        await self.producer.send(
+                            self.settings.topics.responses, encode(answer(scored)),
+                            key=rid.encode(),
+                        )
+                    else:
+                        rid = json.loads(rec.value)["request"]["id"]
                     self.scored[rid] = rec.timestamp / 1000.0
 
     async def send(self, request: RouteRequest) -> asyncio.Future[Any]:
@@ -259,7 +290,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
     env = {**os.environ, "LLM_ROUTER_CONFIG": str(config), "LLM_ROUTER_LOG_LEVEL": "WARNING"}
     router = await asyncio.create_subprocess_exec(sys.executable, "-m", "streams", env=env,
                                                   cwd=ROOT)
-    bench = Bench(settings)
+    bench = Bench(settings, answers=args.answers)
     try:
         await bench.start()
         # Warm up: the router is ready when a request comes back scored.
@@ -320,6 +351,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--classifier-seconds", type=float, default=5.0)
     parser.add_argument("--model-dir", type=Path, help="classifier model folder; default: shipped")
+    parser.add_argument("--answers", action="store_true",
+                        help="answer every scored request on llm.responses (an instant worker)")
     args = parser.parse_args()
     broker = None
     bootstrap = args.bootstrap

@@ -50,7 +50,9 @@ class KeyedGlobalTable(KeyedTable):
     * its assignor gives every member all changelog partitions as *actives*, so each replica
       recovers the whole table before it serves; with ``use_partitioner`` (set by
       :class:`KeyedTable`) all of them are *standbys* too, and after recovery Faust keeps
-      reading them;
+      reading them (they share each fetch request with the request partitions, as any
+      assigned partition does, and delay them by nothing measurable: deploy/README.md,
+      "Router state");
     * those records reach the table through the recovery buffers of the *active* partitions,
       applied once ``recovery_buffer_size`` of them have gathered (1,000 by default, and
       ``app.GlobalTable`` only lowers ``standby_buffer_size``): with 1 each record is
