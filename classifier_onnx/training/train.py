@@ -131,7 +131,8 @@ def train(
 
     from classifier_onnx.training.convert import load_base_for_classification
 
-    torch.manual_seed(seed if init_seed is None else init_seed)
+    head_seed = seed if init_seed is None else init_seed
+    torch.manual_seed(head_seed)
     rng = random.Random(seed)
     if threads:
         torch.set_num_threads(threads)
@@ -240,7 +241,7 @@ def train(
         "lr": lr,
         "max_tokens": max_tokens,
         "seed": seed,
-        "init_seed": seed if init_seed is None else init_seed,
+        "init_seed": head_seed,
         **(
             {"teacher": str(teacher), "distill_weight": distill_weight,
              "temperature": temperature}
