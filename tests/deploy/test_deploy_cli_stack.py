@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas.codec import decode
 from schemas.messages import DeadLetter, RouteResponse
-from tests.conftest import broker_settings, free_port
+from tests.conftest import broker_settings
 from workers.testing import Behaviour, ModelServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -34,15 +35,31 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 CHAIN = ("fast", "balanced", "frontier")
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for outgoing connections' local ports (Linux; else IANA's)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except OSError:
+        return range(49152, 65536)
+    return range(int(low), int(high) + 1)
+
+
 def _free_run(count: int) -> int:
-    """A port p such that p..p+count-1 are all free (the router's and the workers' ports)."""
-    for _ in range(50):
-        base = free_port()
-        if base + count >= 65535:
+    """A port p such that p..p+count-1 are all free (the router's and the workers' ports).
+
+    The run lies outside the ephemeral range: a port found free there can be taken by any
+    outgoing connection (the broker's, a client's) before the worker binds it (CI once saw
+    ``address already in use`` on 37004).
+    """
+    ephemeral = _ephemeral_ports()
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32768 - count)
+        if any(base + i in ephemeral for i in range(count)):
             continue
         if all(_is_free(base + i) for i in range(count)):
             return base
-    raise RuntimeError("no run of free ports")
+    raise RuntimeError("no run of free ports outside the ephemeral range")
 
 
 def _is_free(port: int) -> bool:
