@@ -164,6 +164,7 @@ class Scorer:
         model_dir: str | Path | None = None,
         *,
         threads: int = 1,
+        spin: bool = True,
         max_tokens: int = 128,
         max_chars: int = 2000,
         batch_size: int = 32,
@@ -176,6 +177,10 @@ class Scorer:
         machine where other processes use the other cores, two threads were 2-4x slower.
         ``calibrated=False`` ignores the complexity calibration in ``config.json`` (the raw
         sigmoid, which is what a calibration is fitted on).
+        ``spin=False`` stops onnxruntime's intra-op threads from spin-waiting for work
+        between operators (its default spins): with ``threads`` > 1 on a machine whose cores
+        other processes also use (a broker beside the router), spinning threads take those
+        cores from the others.
         """
         started = time.perf_counter()
         directory = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -198,6 +203,8 @@ class Scorer:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(

@@ -233,6 +233,8 @@ class ClassifierSettings(BaseModel):
 
     model_dir: Path | None = None
     threads: int = Field(default=1, ge=1, le=64)
+    # onnxruntime's intra-op threads spin-wait between operators unless this is false.
+    spin: bool = True
     max_tokens: int = Field(default=128, ge=8, le=512)
     max_chars: int = Field(default=2000, ge=64)
 

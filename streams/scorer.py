@@ -29,6 +29,7 @@ def load_scorer(settings: ClassifierSettings) -> ScorerProtocol:
     scorer: ScorerProtocol = Scorer.load(
         settings.model_dir,
         threads=settings.threads,
+        spin=settings.spin,
         max_tokens=settings.max_tokens,
         max_chars=settings.max_chars,
     )

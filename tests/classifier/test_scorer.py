@@ -195,3 +195,31 @@ def test_import_does_not_load_torch() -> None:
         "sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_spin_off_sets_the_session_option_and_scores_the_same(scorer: Scorer) -> None:
+    calm = Scorer.load(threads=2, spin=False)
+    options = calm._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
+    texts = _texts()
+    got, want = calm.logits(texts), scorer.logits(texts)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    spinning = Scorer.load(threads=2)._session.get_session_options()
+    try:
+        entry: str | None = spinning.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # onnxruntime raises for a key never set: its default, spinning
+        entry = None
+    assert entry != "0"
+
+
+def test_router_settings_reach_the_session() -> None:
+    from schemas.settings import ClassifierSettings
+    from streams.scorer import load_scorer
+
+    loaded = load_scorer(ClassifierSettings(threads=2, spin=False, max_tokens=64))
+    assert isinstance(loaded, Scorer)
+    options = loaded._session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert loaded.max_tokens == 64
