@@ -157,6 +157,13 @@ NOTES = (
     "4/4, but below this model's 0.873, so not shipped. Seed spread (0.81-0.88) is larger "
     "than any data change tried: a held-out difference under ~0.03 between two single runs "
     "says little.",
+    "A soup of four 3-layer runs (`train --layers 3`, seeds 13-16, one `--init-seed 13`, "
+    "torch 2.15, 2026-12-01, the same rule fixed before scoring): the runs alone scored "
+    "0.872, 0.859, 0.868 and 0.859 (the 3-layer runs of earlier sessions, torch 2.13 with "
+    "the head initialised from the seed, 0.885-0.887), each with 2 of the 4 mission "
+    "examples (the double charge as simple, the prose bug report as agent); their soup "
+    "0.838, below every ingredient, with the same two misses, so not shipped. Averaging "
+    "helped the 6-layer runs and not the 3-layer ones.",
     "Support-domain data, tried for the 3-layer model (branch `exp/support-data`, not on "
     "main; scores on the same held-out sources, with system prompts over 500 characters "
     "kept, where this model scores 0.885 and the plain 3-layer model 0.888): GDM support "
