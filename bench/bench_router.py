@@ -48,7 +48,12 @@ from schemas.messages import (  # noqa: E402
     RouteResponse,
     ScoredRequest,
 )
-from schemas.settings import KafkaSettings, Settings, TopicSettings  # noqa: E402
+from schemas.settings import (  # noqa: E402
+    ClassifierSettings,
+    KafkaSettings,
+    Settings,
+    TopicSettings,
+)
 
 SAMPLES = ROOT / "classifier_onnx" / "model" / "sample_prompts.jsonl"
 
@@ -78,13 +83,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def classifier_alone(
-    batch_max: int, seconds: float, threads: int, model_dir: Path | None = None,
-    spin: bool = True,
+    batch_max: int, seconds: float, classifier: ClassifierSettings
 ) -> dict[str, float]:
-    from classifier_onnx import Scorer
-    from streams.scorer import render
+    """The classifier as the router loads it (``classifier``), scoring full batches."""
+    from streams.scorer import load_scorer, render
 
-    scorer = Scorer.load(model_dir, threads=threads, spin=spin)
+    scorer = load_scorer(classifier)
     texts = [render(make_request(s), turn=1) for s in load_samples()]
     scorer.score(texts[:batch_max])
     done, batches, i = 0, 0, 0
@@ -281,10 +285,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
 
     print(f"classifier alone ({args.classifier_seconds:.0f} s, batches of {args.batch_max}, "
           f"{args.threads} thread):")
-    alone = classifier_alone(
-        args.batch_max, args.classifier_seconds, args.threads, args.model_dir,
-        spin=not args.no_spin,
-    )
+    alone = classifier_alone(args.batch_max, args.classifier_seconds, settings.classifier)
     print(f"  {alone['per_s']:.0f} requests/s, {alone['ms_per_batch']:.1f} ms per batch")
 
     config = Path(tempfile.mkdtemp()) / "router.yaml"
