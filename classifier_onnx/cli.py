@@ -79,6 +79,14 @@ def train(
     ] = None,
     distill_weight: float = 0.5,
     temperature: float = 2.0,
+    format_noise: Annotated[
+        float,
+        typer.Option(help="Rate of train-time format variation (question markers, markdown) "
+                     "so no source's formatting decides a category; 0: off."),
+    ] = 0.0,
+    tool_noise: Annotated[
+        float, typer.Option(help="Rate at which a non-agent training row gains offered tools.")
+    ] = 0.0,
 ) -> None:
     """Fine-tune the classifier on CPU (or whatever torch finds)."""
     from classifier_onnx.training.train import train as run
@@ -87,7 +95,8 @@ def train(
     _echo(run(data, out, base=base, extra=extra or [], epochs=epochs, batch_size=batch_size,
               lr=lr, max_tokens=max_tokens, max_steps=max_steps or None, limit=limit or None,
               seed=seed, init_seed=init_seed, layers=layers or None, teacher=teacher,
-              distill_weight=distill_weight, temperature=temperature))
+              distill_weight=distill_weight, temperature=temperature,
+              format_noise=format_noise, tool_noise=tool_noise))
 
 
 @app.command("soup")

@@ -108,6 +108,8 @@ def train(
     teacher: Path | None = None,
     distill_weight: float = 0.5,
     temperature: float = 2.0,
+    format_noise: float = 0.0,
+    tool_noise: float = 0.0,
 ) -> dict[str, Any]:
     """Train on ``data_dir/train.jsonl`` (+ ``extra`` JSONL files, e.g. from ``learn``).
 
@@ -117,6 +119,12 @@ def train(
     teacher's softened distribution (``distill_weight``, ``temperature``), and the
     complexity target mixes the label with the teacher's score (except on rows from
     ``learn``, whose complexity corrects the teacher's).
+
+    ``format_noise`` is the rate of train-time format variation
+    (:func:`classifier_onnx.training.augment.vary_format`): question markers and markdown
+    emphasis are redrawn on each draw of a row, so that no source's formatting becomes a
+    category cue; ``tool_noise`` the rate at which a non-agent row gains offered tools. Both
+    draw from their own random stream: the data order and dropout stay those of ``seed``.
 
     ``init_seed`` (default: ``seed``) fixes the classification head's initial weights apart
     from ``seed``, which then changes only the data order and dropout: checkpoints trained
@@ -129,11 +137,13 @@ def train(
     import torch.nn.functional as F
     from transformers import get_linear_schedule_with_warmup
 
+    from classifier_onnx.training.augment import vary_format
     from classifier_onnx.training.convert import load_base_for_classification
 
     head_seed = seed if init_seed is None else init_seed
     torch.manual_seed(head_seed)
     rng = random.Random(seed)
+    format_rng = random.Random(f"{seed}:format")
     if threads:
         torch.set_num_threads(threads)
     rows = load_jsonl(data_dir / "train.jsonl")
@@ -185,7 +195,8 @@ def train(
         for batch_ids in _batches(lengths, batch_size, rng):
             if step >= total:
                 break
-            batch_rows = [rows[i] for i in batch_ids]
+            batch_rows = [vary_format(rows[i], format_rng, format_noise, tool_noise)
+                          for i in batch_ids]
             enc = encode(batch_rows)
             # Rows from ``learn`` may carry no category (-100): they teach complexity only.
             target_cat = torch.tensor(
@@ -242,6 +253,8 @@ def train(
         "max_tokens": max_tokens,
         "seed": seed,
         "init_seed": head_seed,
+        **({"format_noise": format_noise} if format_noise else {}),
+        **({"tool_noise": tool_noise} if tool_noise else {}),
         **(
             {"teacher": str(teacher), "distill_weight": distill_weight,
              "temperature": temperature}

@@ -57,8 +57,9 @@ def test_train_export_evaluate(tmp_path: Path, tiny_sources: tuple[object, ...])
     build_data(data, CACHE, per_source=8, per_category=10, heldout_per_source=6,
                sources=tiny_sources)  # type: ignore[arg-type]
     summary = train(data, tmp_path / "ckpt", epochs=1, max_steps=1, batch_size=4,
-                    max_tokens=16, limit=8)
+                    max_tokens=16, limit=8, format_noise=0.5)
     assert summary["steps"] == 1
+    assert summary["format_noise"] == 0.5
     model_dir = tmp_path / "model"
     result = export(tmp_path / "ckpt", model_dir, tmp_path / "onnx", max_tokens=16,
                     check_rows=load_jsonl(data / "heldout.jsonl"),
