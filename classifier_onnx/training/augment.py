@@ -13,10 +13,12 @@ every category alike:
   (clients often send their tools with every request; a request that only asks for a fact
   stays ``simple``).
 
-Measured (6-layer, seed 13, against the same run without noise, 0.875): all three at 0.2
-scored 0.844 on the held-out sources and filed "What are your store hours on Sunday?" as
-agent; with tools weakened as a cue the model leaned on BFCL's plain-question wording, and
-FreshQA's questions without tools went to agent (22 of 113).
+Measured at 0.2 against the same runs without noise (the model card has the details): with
+tools too, 6-layer seeds 13 and 18 scored 0.844 and 0.829 on the held-out sources (0.875 and
+0.873 without): with tools weakened as a cue the model leaned on BFCL's plain-question
+wording, and FreshQA's questions without tools went to agent (22 of 113). Markers and
+markdown only: 0.880 and 0.841, their soup 0.877; 3 layers 0.878 (0.872 without). No
+reliable gain, so the shipped model was not trained with it.
 
 Only training rows are varied (the split files, and so the validation and held-out scores,
 are unchanged), and a rate of 0 leaves every row as it is.

