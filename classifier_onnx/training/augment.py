@@ -17,8 +17,10 @@ Measured at 0.2 against the same runs without noise (the model card has the deta
 tools too, 6-layer seeds 13 and 18 scored 0.844 and 0.829 on the held-out sources (0.875 and
 0.873 without): with tools weakened as a cue the model leaned on BFCL's plain-question
 wording, and FreshQA's questions without tools went to agent (22 of 113). Markers and
-markdown only: 0.880 and 0.841, their soup 0.877; 3 layers 0.878 (0.872 without). No
-reliable gain, so the shipped model was not trained with it.
+markdown only: seeds 13, 14, 15, 18 scored 0.880, 0.866, 0.857, 0.841 (without: 0.875, 0.813,
+0.859, 0.873), their soup 0.883 (0.866 without) but less sure of the mission examples; 3
+layers 0.878 (0.872 without). No consistent gain, so the shipped model was not trained with
+it.
 
 Only training rows are varied (the split files, and so the validation and held-out scores,
 are unchanged), and a rate of 0 leaves every row as it is.

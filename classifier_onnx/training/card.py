@@ -186,13 +186,16 @@ NOTES = (
     "question markers and markdown were redrawn for every category at 0.2. With tools "
     "also added to non-agent rows (`--tool-noise 0.2`): seed 13 0.844 (0.875 without), "
     "seed 18 0.829 (0.873), their soup 0.861, 2/4 (FreshQA's plain questions went to "
-    "agent once tools stopped deciding it). Markers and markdown only: seed 13 0.880, 3/4 "
-    "(the bug report as agent); seed 18 0.841, 3/4 (store hours as code); their soup "
-    "0.877 with 4/4, but store hours at confidence 0.39, under the router's "
-    "`min_category_confidence` 0.45 (this model 0.67), so a router would record it as "
-    "general; 3 layers, seed 13, 0.878 (0.872 without), 2/4 (the same two misses as every "
-    "3-layer run). Not shipped: the soup's +0.004 is within the seed spread, the paired "
-    "change of its two runs averaged -0.014, and it is less sure of the mission examples. "
+    "agent once tools stopped deciding it). Markers and markdown only: seeds 13, 14, 15 "
+    "and 18 scored 0.880, 0.866, 0.857 and 0.841 (without: 0.875, 0.813, 0.859, 0.873; "
+    "paired change +0.005, +0.053, -0.003, -0.032), with 3, 3, 2 and 3 of the 4 mission "
+    "examples; the soup of 13 and 18 0.877 with 4/4, but store hours at confidence 0.39, "
+    "under the router's `min_category_confidence` 0.45 (this model 0.67), so a router "
+    "would record it as general; the soup of all four 0.883 with 4/4 (the soup of the "
+    "same seeds without noise 0.866), but store hours at 0.34 and the bug report at 0.45; "
+    "3 layers, seed 13, 0.878 (0.872 without), 2/4 (the same two misses as every 3-layer "
+    "run). Not shipped: the single runs show no consistent gain, and both soups are less "
+    "sure of the mission examples than this model, below the router's fallback threshold. "
     "evals/coqa stayed at 0-7 % in every run.",
 )
 
