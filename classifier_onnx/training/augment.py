@@ -36,7 +36,7 @@ __all__ = ["vary_format"]
 
 _MARKER = re.compile(r"^\s*(?:Q|Question)\s*:\s*", re.IGNORECASE)
 _ANSWER_CUE = re.compile(r"\s*\bA\s*:\s*$")
-_LABEL = re.compile(r"^([A-Z][\w ]{0,28}:)(\s)")
+_LABEL = re.compile(r"^([A-Z][\w ]{0,28}:)(?=\s)")
 _TOOL_COUNTS = (1, 2, 4, 8, 12)
 
 
@@ -53,12 +53,12 @@ def _emphasis(text: str, rng: random.Random) -> str:
         return text.replace("**", "")
     label = _LABEL.match(text)
     if label:
-        return f"**{label.group(1)}**{text[label.end(1):]}"
+        return f"**{label.group(1)}**{text[label.end():]}"
     words = text.split(" ")
     n = rng.randint(1, 3)
     if len(words) <= n:
         return text
-    return f"**{' '.join(words[:n])}**{' ' if words[n:] else ''}{' '.join(words[n:])}"
+    return f"**{' '.join(words[:n])}** {' '.join(words[n:])}"
 
 
 def vary_format(
