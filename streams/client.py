@@ -25,6 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from deploy.admin import kafka_client_kwargs
+from deploy.producer import RecoveringProducer
 from schemas.codec import decode, encode
 from schemas.errors import RouterError, SchemaError
 from schemas.messages import ChatMessage, DeadLetter, RouteRequest, RouteResponse
@@ -86,7 +87,7 @@ class RouterClient:
     def __init__(self, settings: Settings, *, max_buffered: int = 100_000) -> None:
         self._settings = settings
         self._max_buffered = max_buffered
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: RecoveringProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiters: dict[str, asyncio.Future[Result]] = {}
@@ -112,8 +113,8 @@ class RouterClient:
             return
         kwargs = kafka_client_kwargs(self._settings.kafka)
         topics = self._settings.topics
-        self._producer = AIOKafkaProducer(
-            **kwargs, acks="all", enable_idempotence=True, linger_ms=2
+        self._producer = RecoveringProducer(
+            lambda: AIOKafkaProducer(**kwargs, acks="all", enable_idempotence=True, linger_ms=2)
         )
         self._consumer = AIOKafkaConsumer(
             **kwargs, enable_auto_commit=False, group_id=None, auto_offset_reset="latest"

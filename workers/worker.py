@@ -54,6 +54,7 @@ from aiokafka.errors import ConsumerStoppedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from deploy.admin import kafka_client_kwargs
+from deploy.producer import RecoveringProducer
 from schemas.codec import decode, encode
 from schemas.errors import InvalidOutput, SchemaError, UpstreamError, UpstreamRateLimited
 from schemas.messages import (
@@ -168,7 +169,7 @@ class TierWorker:
             self._tier, max_connections=self.concurrency
         )
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: RecoveringProducer | None = None
         self._server: MetricsServer | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -228,8 +229,8 @@ class TierWorker:
     async def _start(self) -> None:
         kafka = kafka_client_kwargs(self._settings.kafka)
         await self._provider.start()
-        self._producer = AIOKafkaProducer(
-            **kafka, acks="all", enable_idempotence=True, linger_ms=5
+        self._producer = RecoveringProducer(
+            lambda: AIOKafkaProducer(**kafka, acks="all", enable_idempotence=True, linger_ms=5)
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
