@@ -99,6 +99,22 @@ def train(
               format_noise=format_noise, tool_noise=tool_noise))
 
 
+@app.command("forms")
+def forms_cmd(
+    data: DataDir = CACHE / "data",
+    out: Annotated[Path, typer.Option(help="Extra training rows, JSONL.")] = (
+        CACHE / "short_forms.jsonl"
+    ),
+) -> None:
+    """Write short forms of the support tickets and software issues for `train --extra`."""
+    from classifier_onnx.training.data import load_jsonl, write_jsonl
+    from classifier_onnx.training.forms import short_forms
+
+    rows = list(short_forms(load_jsonl(data / "train.jsonl")))
+    write_jsonl(out, rows)
+    _echo({"rows": len(rows), "out": str(out)})
+
+
 @app.command("soup")
 def soup_cmd(
     checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints from `train`.")],

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import zipfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -925,9 +925,7 @@ def build_data(
             stats[source.name]["rows_used"] = len(rows)
     rng.shuffle(train)
     for name, rows in (("train", train), ("val", val), ("heldout", heldout)):
-        with (out_dir / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        write_jsonl(out_dir / f"{name}.jsonl", rows)
     manifest = {
         "seed": seed,
         "per_source": per_source,
@@ -947,6 +945,13 @@ def build_data(
 def load_jsonl(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """One JSON object per line, keys sorted (reproducible files)."""
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def placeholder_tools(n: int) -> list[dict[str, Any]]:
