@@ -27,7 +27,7 @@ TIERS = (("fast", 0.0, 0.3), ("balanced", 0.3, 0.7), ("frontier", 0.7, 1.01))
 SPLITS = (("heldout", "leave_source_out"), ("test", "untouched_test"), ("val", "in_source"))
 TITLES = {
     "leave_source_out": "Leave-source-out: whole sources never trained on",
-    "untouched_test": "Untouched test sources: never trained on, never used to choose a model",
+    "untouched_test": "Untouched test sources: never trained on or used to tune a recipe",
     "in_source": "In-source validation (random 10% of training sources)",
 }
 

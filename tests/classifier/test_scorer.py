@@ -79,10 +79,10 @@ def _assert_close(singles: list[Score], batched: list[Score]) -> None:
     # Dynamic int8 quantisation picks activation scales per batch tensor (padding included),
     # so a text scored in a batch moves against the same text scored alone (the fp32 graph
     # gives identical rows). Measured: logits move by up to ~0.5 in long, padded batches;
-    # here one probability of a borderline text (the repeated haiku, which model 0.3.0 files
-    # as reasoning at confidence 0.62 alone and 0.38 in the batch) moved by 0.164 with model
-    # 0.2.0 and by 0.236 with 0.3.0. Over the held-out sources 0.3.0 agrees batched against
-    # single on 99.3 % of argmaxes (0.2.0: 98.2 %), see the card.
+    # here one probability of a borderline text (the repeated haiku) moved by 0.164 with the
+    # shipped model 0.2.0 and by 0.236 with 0.3.0 (reasoning at confidence 0.62 alone, 0.38
+    # in the batch). Over the held-out sources 0.2.0 agrees batched against single on 98.2 %
+    # of argmaxes (0.3.0: 99.3 %), see the card.
     for one, many in zip(singles, batched, strict=True):
         assert one.tokens == many.tokens
         assert one.complexity == pytest.approx(many.complexity, abs=0.15)
