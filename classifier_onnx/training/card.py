@@ -305,35 +305,34 @@ NOTES = (
     "fp32 at 64 tokens p50 10.8 against 21.0 ms. The p99 <= 15 ms goal at 128 tokens, met "
     "on 2026-12-01's machine (11.6 ms), was not met on this one: the same CPU flags do not "
     "promise the same speed on a shared host.",
-    'Frozen base features, measured 2026-12-03 to see whether fine-tuning itself costs '
+    "Frozen base features, measured 2026-12-03 to see whether fine-tuning itself costs "
     "generalisation (logistic regression on all-MiniLM-L6-v2's untuned last layer, no "
-    'training of the encoder): macro-F1 0.66-0.70 in 5-fold cross-validation with whole '
-    'training sources out, and 0.68-0.78 on the held-out sources (the [CLS] vector, the '
-    'token mean, or both), against 0.871 for 0.2.0. Fine-tuning is worth far more than it'
-    ' costs; a frozen encoder with a trained head is not a way to generalise better here.',
-    'More training sources (2026-12-03, branch `exp/more-sources`, not on main; torch '
+    "training of the encoder): macro-F1 0.66-0.70 in 5-fold cross-validation with whole "
+    "training sources out, and 0.68-0.78 on the held-out sources (the [CLS] vector, the "
+    "token mean, or both), against 0.871 for 0.2.0. Fine-tuning is worth far more than it "
+    "costs; a frozen encoder with a trained head is not a way to generalise better here.",
+    "More training sources (2026-12-03, branch `exp/more-sources`, not on main; torch "
     "2.15, 0.2.0's recipe: two epochs, seed 13): 34 evals and BIG-bench tasks not used "
-    'before, labelled from the definitions (14 simple: knowledge and word questions, '
-    'several with options, yes/no judgements; 9 general: rewriting, reading and judging a'
-    ' given text, continuing a chat; 10 reasoning: puzzles and problems to work out; 1 '
-    'code), 6,736 training rows as before under the same caps, so fewer rows per source; '
-    'held-out and test splits byte for byte unchanged. Choosing knowledge multiple-choice'
-    " questions followed reading 0.2.0's misses on the five test exam sources, so the "
-    'rule, fixed before training, judged the other 27 test sources apart: ship only if '
-    'macro-F1 beats 0.2.0 on them and on all 32, held-out macro-F1 >= 0.85, all four '
-    'mission examples at confidence >= 0.45 and int8 drop <= 0.5 points (both models '
-    'scored by one script, batches of 32 in file order: 0.2.0 0.689 on all 32 test '
-    'sources, 0.756 without the exams). Measured: test macro-F1 0.749 (accuracy 0.764), '
-    '0.790 without the exams (accuracy 0.811), held-out 0.893, int8 drop -0.31 points '
-    '(argmax agreement 0.995); gains on arithmetic 0.68 -> 0.98, fact_checker 0.79 -> '
-    '1.00, utah_real_estate 0.24 -> 0.77, cissp 0.19 -> 0.46, fcc 0.24 -> 0.48, '
-    'auto_categorization 0.69 -> 0.86, sentence_ambiguity 0.75 -> 0.93, losses on '
-    'physical_intuition 0.52 -> 0.36, unsolvable_questions 0.88 -> 0.76, '
-    'unit_interpretation 0.14 -> 0.04. But it files two of the four mission examples as '
-    'agent (store hours at 0.58, the prose bug report at 0.43), so it is not shipped. The'
-    ' best fresh-source gain measured so far, from one seed (the seed spread above is '
-    'about +-0.04 on the test sources); the next step is this data with more seeds or a '
-    'soup, checked against the mission examples first.',
+    "before, labelled from the definitions (14 simple: knowledge and word questions, "
+    "several with options, yes/no judgements; 9 general: rewriting, reading and judging a "
+    "given text, continuing a chat; 10 reasoning: puzzles and problems to work out; 1 "
+    "code), 6,736 training rows as before under the same caps, so fewer rows per source; "
+    "held-out and test splits byte for byte unchanged. Choosing knowledge multiple-choice "
+    "questions followed reading 0.2.0's misses on the five test exam sources, so the rule, "
+    "fixed before training, judged the other 27 test sources apart: ship only if macro-F1 "
+    "beats 0.2.0 on them and on all 32, held-out macro-F1 >= 0.85, all four mission "
+    "examples at confidence >= 0.45 and int8 drop <= 0.5 points (both models scored by one "
+    "script, batches of 32 in file order: 0.2.0 0.689 on all 32 test sources, 0.756 "
+    "without the exams). Measured: test macro-F1 0.749 (accuracy 0.764), 0.790 without the "
+    "exams (accuracy 0.811), held-out 0.893, int8 drop -0.31 points (argmax agreement "
+    "0.995); gains on arithmetic 0.68 -> 0.98, fact_checker 0.79 -> 1.00, utah_real_estate "
+    "0.24 -> 0.77, cissp 0.19 -> 0.46, fcc 0.24 -> 0.48, auto_categorization 0.69 -> 0.86, "
+    "sentence_ambiguity 0.75 -> 0.93, losses on physical_intuition 0.52 -> 0.36, "
+    "unsolvable_questions 0.88 -> 0.76, unit_interpretation 0.14 -> 0.04. But it files two "
+    "of the four mission examples as agent (store hours at 0.58, the prose bug report at "
+    "0.43), so it is not shipped. The best fresh-source gain measured so far, from one "
+    "seed (the seed spread above is about +-0.04 on the test sources); the next step is "
+    "this data with more seeds or a soup, checked against the mission examples first.",
 )
 
 
