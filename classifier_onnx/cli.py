@@ -87,6 +87,11 @@ def train(
     tool_noise: Annotated[
         float, typer.Option(help="Rate at which a non-agent training row gains offered tools.")
     ] = 0.0,
+    source_adversary: Annotated[
+        float,
+        typer.Option(help="Weight of a source adversary with reversed gradient: the encoder "
+                     "learns to hide which source a row came from within its category; 0: off."),
+    ] = 0.0,
 ) -> None:
     """Fine-tune the classifier on CPU (or whatever torch finds)."""
     from classifier_onnx.training.train import train as run
@@ -96,7 +101,8 @@ def train(
               lr=lr, max_tokens=max_tokens, max_steps=max_steps or None, limit=limit or None,
               seed=seed, init_seed=init_seed, layers=layers or None, teacher=teacher,
               distill_weight=distill_weight, temperature=temperature,
-              format_noise=format_noise, tool_noise=tool_noise))
+              format_noise=format_noise, tool_noise=tool_noise,
+              source_adversary=source_adversary))
 
 
 @app.command("forms")
@@ -129,6 +135,24 @@ def soup_cmd(
         _echo(run(checkpoints, out))
     except SoupError as exc:
         raise typer.BadParameter(str(exc), param_hint="CHECKPOINTS") from exc
+
+
+@app.command("wise")
+def wise_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint from `train` or `soup`.")],
+    alpha: Annotated[
+        float, typer.Option(help="Share of the fine-tuned encoder (1: unchanged, 0: the base).")
+    ] = 0.75,
+    out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = CACHE / "checkpoint",
+) -> None:
+    """Move a checkpoint's encoder part of the way back to its base weights (WiSE-FT)."""
+    from classifier_onnx.training.soup import SoupError, wise_ft
+
+    _logging()
+    try:
+        _echo(wise_ft(checkpoint, out, alpha))
+    except SoupError as exc:
+        raise typer.BadParameter(str(exc), param_hint="CHECKPOINT") from exc
 
 
 @app.command()

@@ -26,7 +26,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SoupError", "soup"]
+__all__ = ["SoupError", "soup", "wise_ft"]
 
 
 class SoupError(ValueError):
@@ -92,3 +92,59 @@ def soup(checkpoints: list[Path], out_dir: Path) -> dict[str, Any]:
     (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     logger.info("soup of %d checkpoints written to %s", len(checkpoints), out_dir)
     return summary
+
+
+def _start_state(summary: dict[str, Any]) -> dict[str, Any]:
+    """The encoder a checkpoint was fine-tuned from: its base, cut to its layer count."""
+    from classifier_onnx.training.convert import MINILM, load_base_for_classification
+
+    layers = summary.get("layers")
+    model, _ = load_base_for_classification(
+        str(summary.get("base", MINILM)), num_labels=6, layers=int(layers) if layers else None
+    )
+    return {k: v.detach() for k, v in model.state_dict().items()}
+
+
+def wise_ft(
+    checkpoint: Path,
+    out_dir: Path,
+    alpha: float,
+    start: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Interpolate a fine-tuned checkpoint's encoder back towards the weights it started from.
+
+    WiSE-FT (Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022): the
+    encoder becomes ``(1 - alpha) * start + alpha * fine-tuned`` (``alpha`` 1 is the checkpoint
+    unchanged), keeping more of the pretrained features that fine-tuning bends towards the
+    training sources. The classification head has no pretrained counterpart (it started
+    random), so it stays as fine-tuned. ``start`` is the starting state dict; by default the
+    base recorded in the checkpoint's ``train_summary.json``, cut to its layer count.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if not 0.0 <= alpha <= 1.0:
+        raise SoupError(f"alpha must lie in [0, 1], got {alpha}")
+    summary = _summary(checkpoint)
+    tuned = load_file(str(checkpoint / "model.safetensors"))
+    start = start if start is not None else _start_state(summary)
+    encoder = [k for k in tuned if k.startswith("distilbert.")]
+    missing = [k for k in encoder if k not in start or start[k].shape != tuned[k].shape]
+    if missing:
+        raise SoupError(f"{checkpoint} does not have the start's architecture ({missing[0]})")
+    mixed: dict[str, Any] = {}
+    for key, tensor in tuned.items():
+        if key in encoder and tensor.is_floating_point():
+            both = (1.0 - alpha) * start[key].to(torch.float64) + alpha * tensor.to(torch.float64)
+            mixed[key] = both.to(tensor.dtype).contiguous()
+        else:
+            mixed[key] = tensor
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(mixed, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    for item in checkpoint.iterdir():
+        if item.name not in {"model.safetensors", "train_summary.json"} and item.is_file():
+            shutil.copyfile(item, out_dir / item.name)
+    result = {**summary, "wise_ft": {"checkpoint": str(checkpoint), "alpha": alpha}}
+    (out_dir / "train_summary.json").write_text(json.dumps(result, indent=2))
+    logger.info("WiSE-FT (alpha %.2f) of %s written to %s", alpha, checkpoint, out_dir)
+    return result

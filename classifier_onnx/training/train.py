@@ -110,6 +110,7 @@ def train(
     temperature: float = 2.0,
     format_noise: float = 0.0,
     tool_noise: float = 0.0,
+    source_adversary: float = 0.0,
 ) -> dict[str, Any]:
     """Train on ``data_dir/train.jsonl`` (+ ``extra`` JSONL files, e.g. from ``learn``).
 
@@ -125,6 +126,12 @@ def train(
     emphasis are redrawn on each draw of a row, so that no source's formatting becomes a
     category cue; ``tool_noise`` the rate at which a non-agent row gains offered tools. Both
     draw from their own random stream: the data order and dropout stay those of ``seed``.
+
+    ``source_adversary`` (0: off) is the weight of a conditional source adversary
+    (:mod:`classifier_onnx.training.adversary`): a head that tells apart the sources of each
+    row's category from the representation the classifier reads, with its gradient reversed
+    into the encoder, ramped up over training. The head is not saved; its initial weights come
+    from their own seed, so data order and dropout stay those of ``seed``.
 
     ``init_seed`` (default: ``seed``) fixes the classification head's initial weights apart
     from ``seed``, which then changes only the data order and dropout: checkpoints trained
@@ -159,6 +166,18 @@ def train(
     model, tokenizer = load_base_for_classification(base, num_labels=len(LABELS), layers=layers)
     if init_seed is not None:
         torch.manual_seed(seed)  # the head is initialised: the rest follows ``seed``
+    adversary = None
+    if source_adversary:
+        from classifier_onnx.training.adversary import SourceAdversary, ramp
+
+        with torch.random.fork_rng():
+            torch.manual_seed(head_seed + 1_000_003)
+            adversary = SourceAdversary(
+                model.config.dim,
+                [(str(r.get("category")), str(r.get("source"))) for r in rows
+                 if r.get("category") and r.get("source")],
+                CATEGORIES,
+            )
     model.config.id2label = dict(enumerate(LABELS))
     model.config.label2id = {label: i for i, label in enumerate(LABELS)}
 
@@ -177,7 +196,8 @@ def train(
     cat_index = {c: i for i, c in enumerate(CATEGORIES)}
     steps_per_epoch = math.ceil(len(rows) / batch_size)
     total = max_steps or max(1, int(steps_per_epoch * epochs))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    params = list(model.parameters()) + (list(adversary.parameters()) if adversary else [])
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
         optimizer, int(0.06 * total), total
     )
@@ -203,7 +223,8 @@ def train(
                 [cat_index.get(r.get("category") or "", -100) for r in batch_rows]
             )
             target_cx = torch.tensor([float(r["complexity"]) for r in batch_rows])
-            logits = model(**enc).logits
+            out = model(**enc, output_hidden_states=adversary is not None)
+            logits = out.logits
             if teacher_logits is not None:
                 taught = teacher_logits[batch_ids]
                 target_cx = distilled_complexity(
@@ -226,15 +247,24 @@ def train(
                     logits[:, : len(CATEGORIES)], target_cat, label_smoothing=0.05,
                     ignore_index=-100,
                 )
+            if adversary is not None:
+                adv_loss = adversary.loss(
+                    out.hidden_states[-1][:, 0], batch_rows, target_cat,
+                    source_adversary * ramp(step / total),
+                )
+                loss = loss + adv_loss
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if adversary is not None:
+                torch.nn.utils.clip_grad_norm_(adversary.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             step += 1
             if step % 20 == 0 or step == total:
                 logger.info(
-                    "step %d/%d loss %.4f (%.0f s)", step, total, loss.item(),
+                    "step %d/%d loss %.4f%s (%.0f s)", step, total, loss.item(),
+                    f" source-adversary {adv_loss.item():.3f}" if adversary else "",
                     time.perf_counter() - started,
                 )
     model.eval()
@@ -255,6 +285,7 @@ def train(
         "init_seed": head_seed,
         **({"format_noise": format_noise} if format_noise else {}),
         **({"tool_noise": tool_noise} if tool_noise else {}),
+        **({"source_adversary": source_adversary} if source_adversary else {}),
         **(
             {"teacher": str(teacher), "distill_weight": distill_weight,
              "temperature": temperature}

@@ -91,3 +91,49 @@ def test_init_seed_fixes_the_head_and_seed_the_rest(tmp_path: Path) -> None:
         heads[name] = load_file(str(tmp_path / name / "model.safetensors"))["classifier.weight"]
     assert torch.equal(heads["a"], heads["b"])
     assert not torch.equal(heads["a"], heads["c"])
+
+
+def test_wise_ft_moves_only_the_encoder_back_to_its_start(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from classifier_onnx.training.soup import wise_ft
+
+    start = load_file(str(_checkpoint(tmp_path / "start", seed=1, init_seed=7)
+                          / "model.safetensors"))
+    tuned_dir = _checkpoint(tmp_path / "tuned", seed=2, init_seed=7)
+    tuned = load_file(str(tuned_dir / "model.safetensors"))
+    summary = wise_ft(tuned_dir, tmp_path / "wise", 0.75, start=start)
+    mixed = load_file(str(tmp_path / "wise" / "model.safetensors"))
+    assert summary["wise_ft"] == {"checkpoint": str(tuned_dir), "alpha": 0.75}
+    assert summary["seed"] == 2
+    encoder = [k for k in mixed if k.startswith("distilbert.") and mixed[k].is_floating_point()]
+    assert encoder
+    for key in encoder:
+        assert torch.allclose(mixed[key], 0.25 * start[key] + 0.75 * tuned[key], atol=1e-6)
+    assert any(not torch.equal(mixed[k], tuned[k]) for k in encoder)  # it moved
+    for key in ("pre_classifier.weight", "classifier.weight", "classifier.bias"):
+        assert torch.equal(mixed[key], tuned[key])  # the head stays as fine-tuned
+    # alpha 1 is the checkpoint itself, to the bit
+    wise_ft(tuned_dir, tmp_path / "same", 1.0, start=start)
+    same = load_file(str(tmp_path / "same" / "model.safetensors"))
+    assert all(torch.equal(same[k], tuned[k]) for k in tuned)
+    assert (tmp_path / "wise" / "tokenizer.json").read_text() == "{}"
+
+
+def test_wise_ft_refuses_a_foreign_start_or_alpha(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from classifier_onnx.training.soup import SoupError, wise_ft
+
+    tuned = _checkpoint(tmp_path / "tuned", seed=2, init_seed=7)
+    deeper = load_file(str(_checkpoint(tmp_path / "deep", seed=1, init_seed=7, layers=2)
+                           / "model.safetensors"))
+    shallow = {k: v for k, v in deeper.items() if ".layer.1." not in k}
+    wise_ft(tuned, tmp_path / "ok", 0.5, start=shallow)  # extra start layers: ignored
+    with pytest.raises(SoupError, match="architecture"):
+        wise_ft(_checkpoint(tmp_path / "t2", seed=3, init_seed=7, layers=2), tmp_path / "x",
+                0.5, start={k: v for k, v in deeper.items() if ".layer.1." not in k})
+    with pytest.raises(SoupError, match="alpha"):
+        wise_ft(tuned, tmp_path / "y", 1.5, start=shallow)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
