@@ -430,6 +430,27 @@ NOTES = (
     "four changes measured that set a missed mission example right (0.3.0, the more-sources "
     "data without its new simple sources, the source adversary, these forms) lost test "
     "score against its pair.",
+    "Plain customer questions at last (2026-12-04, branch `exp/more-sources-faq`): the 88 "
+    "questions of tau2's bank knowledge base (inspect-evals, "
+    "`banking_knowledge/documents.json.gz`, every '### ...?' heading, such as 'Do you "
+    "charge a monthly maintenance fee?'), labelled simple with no tools, added with `train "
+    "--extra` to the more-sources data and its short forms (0.2.0's recipe, `--init-seed "
+    "13`; rules fixed before training, the same qualification). Held-out tau2 includes that "
+    "domain's task instructions, labelled agent, so these rows can only pull it away from "
+    "its label (tau2 0.69 -> 0.55). Seed 13: store hours came to simple (0.447, just under "
+    "the router's 0.45) and the bug report stayed code (0.91), but the double charge went "
+    "to simple (0.70): 2 of 4, held-out 0.884. Seed 18: 0.882, store hours simple at 0.39, "
+    "the double charge simple (0.49). Their soup: 0.896, 0.41 and simple (0.58). The "
+    "WiSE-FT of seed 13 at 0.75: 0.897, 0.42 and simple (0.53). None qualified. On the test "
+    "sources afterwards, for information only: seed 13 0.765 (0.813 without the exam "
+    "sources), the highest measured so far, seed 18 0.703, the soup 0.752, the WiSE-FT "
+    "0.756. Much of the spread sits in two sources that flip whole between runs, "
+    "unit_interpretation 0.77 / 0.03 / 0.28 and GOL 0.92 / 0.44 / 0.90 (seed 13 / seed 18 / "
+    "soup), so one run's test score says little. The questions did what they were chosen "
+    "for (store hours left agent in every run) and took the support request with them: to a "
+    "model with customer questions labelled simple, the double charge reads as one more. By "
+    "the definitions the two differ (facts to look up against a problem to handle), and the "
+    "general side has few real short-chat examples of the second.",
 )
 
 
