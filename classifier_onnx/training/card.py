@@ -429,7 +429,7 @@ NOTES = (
     "mission's support and bug-report wording right cost fresh-source macro-F1. Each of the "
     "four changes measured that set a missed mission example right (0.3.0, the more-sources "
     "data without its new simple sources, the source adversary, these forms) lost test "
-    "score against its pair.",
+    "score against its pair (the next note has the exception).",
     "Plain customer questions at last (2026-12-04, branch `exp/more-sources-faq`): the 88 "
     "questions of tau2's bank knowledge base (inspect-evals, "
     "`banking_knowledge/documents.json.gz`, every '### ...?' heading, such as 'Do you "
@@ -446,7 +446,10 @@ NOTES = (
     "sources), the highest measured so far, seed 18 0.703, the soup 0.752, the WiSE-FT "
     "0.756. Much of the spread sits in two sources that flip whole between runs, "
     "unit_interpretation 0.77 / 0.03 / 0.28 and GOL 0.92 / 0.44 / 0.90 (seed 13 / seed 18 / "
-    "soup), so one run's test score says little. The questions did what they were chosen "
+    "soup), so one run's test score says little. Against its pair without the questions "
+    "(seed 13, 0.678), seed 13 is the one change so far that set a missed mission example "
+    "right and raised the test score; seed 18 shows how much of that is the seed. The "
+    "questions did what they were chosen "
     "for (store hours left agent in every run) and took the support request with them: to a "
     "model with customer questions labelled simple, the double charge reads as one more. By "
     "the definitions the two differ (facts to look up against a problem to handle), and the "
