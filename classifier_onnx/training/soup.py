@@ -38,6 +38,20 @@ def _summary(checkpoint: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _write_checkpoint(
+    out_dir: Path, state: dict[str, Any], like: Path, summary: dict[str, Any]
+) -> None:
+    """Write ``state`` as a checkpoint beside the tokenizer and config files of ``like``."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    for item in like.iterdir():
+        if item.name not in {"model.safetensors", "train_summary.json"} and item.is_file():
+            shutil.copyfile(item, out_dir / item.name)
+    (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+
+
 def soup(checkpoints: list[Path], out_dir: Path) -> dict[str, Any]:
     """Write the uniform weight average of ``checkpoints`` to ``out_dir``; return its summary.
 
@@ -47,7 +61,7 @@ def soup(checkpoints: list[Path], out_dir: Path) -> dict[str, Any]:
     initialisations (their ``init_seed`` differs).
     """
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     if len(checkpoints) < 2:
         raise SoupError(f"a soup needs at least two checkpoints, got {len(checkpoints)}")
@@ -75,11 +89,6 @@ def soup(checkpoints: list[Path], out_dir: Path) -> dict[str, Any]:
             if any(not torch.equal(s[key], tensor) for s in states[1:]):
                 raise SoupError(f"integer tensor {key} differs between checkpoints")
             mean[key] = tensor
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(mean, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    for item in checkpoints[0].iterdir():
-        if item.name not in {"model.safetensors", "train_summary.json"} and item.is_file():
-            shutil.copyfile(item, out_dir / item.name)
     summary: dict[str, Any] = {
         **{k: v for k, v in summaries[0].items() if k not in {"seed", "train_seconds",
                                                                "val_accuracy"}},
@@ -89,7 +98,7 @@ def soup(checkpoints: list[Path], out_dir: Path) -> dict[str, Any]:
         ],
         "train_seconds": round(sum(float(s.get("train_seconds", 0.0)) for s in summaries), 1),
     }
-    (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    _write_checkpoint(out_dir, mean, checkpoints[0], summary)
     logger.info("soup of %d checkpoints written to %s", len(checkpoints), out_dir)
     return summary
 
@@ -97,10 +106,12 @@ def soup(checkpoints: list[Path], out_dir: Path) -> dict[str, Any]:
 def _start_state(summary: dict[str, Any]) -> dict[str, Any]:
     """The encoder a checkpoint was fine-tuned from: its base, cut to its layer count."""
     from classifier_onnx.training.convert import MINILM, load_base_for_classification
+    from classifier_onnx.training.train import LABELS
 
     layers = summary.get("layers")
     model, _ = load_base_for_classification(
-        str(summary.get("base", MINILM)), num_labels=6, layers=int(layers) if layers else None
+        str(summary.get("base", MINILM)), num_labels=len(LABELS),
+        layers=int(layers) if layers else None,
     )
     return {k: v.detach() for k, v in model.state_dict().items()}
 
@@ -121,7 +132,7 @@ def wise_ft(
     base recorded in the checkpoint's ``train_summary.json``, cut to its layer count.
     """
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     if not 0.0 <= alpha <= 1.0:
         raise SoupError(f"alpha must lie in [0, 1], got {alpha}")
@@ -139,12 +150,7 @@ def wise_ft(
             mixed[key] = both.to(tensor.dtype).contiguous()
         else:
             mixed[key] = tensor
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(mixed, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    for item in checkpoint.iterdir():
-        if item.name not in {"model.safetensors", "train_summary.json"} and item.is_file():
-            shutil.copyfile(item, out_dir / item.name)
     result = {**summary, "wise_ft": {"checkpoint": str(checkpoint), "alpha": alpha}}
-    (out_dir / "train_summary.json").write_text(json.dumps(result, indent=2))
+    _write_checkpoint(out_dir, mixed, checkpoint, result)
     logger.info("WiSE-FT (alpha %.2f) of %s written to %s", alpha, checkpoint, out_dir)
     return result
