@@ -1,11 +1,13 @@
 """Benchmark the classifier runtime: load time, batch-1 latency, batched throughput.
 
-    .venv/bin/python bench/bench_classifier.py [--repeats 300] [--fp32 PATH]
+    .venv/bin/python bench/bench_classifier.py [--repeats 300] [--fp32 PATH] [--against DIR]
 
 Prints the load time; p50/p95/p99 latency at batch 1 with 1 thread for 32/64/128-token
 inputs; throughput on 2 threads for the bundled sample's real length mix, batched against
 the same model unbatched in the same run; and int8 against fp32 when the fp32 file exists
 (``llm-router classifier export`` leaves it in ``.cache/classifier/onnx/fp32``).
+``--against DIR`` also times a second model (a candidate beside the shipped one) at batch 1,
+its requests interleaved with the first model's, so a shared machine's noise falls on both.
 Targets (issue): p99 <= 15 ms for one request of <= 128 tokens on 1 thread.
 """
 
@@ -51,6 +53,25 @@ def latency(scorer: Scorer, texts: list[str], repeats: int) -> list[float]:
     return out
 
 
+def latency_pair(
+    first: Scorer, second: Scorer, texts: list[str], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Batch-1 latency of two models, one request each in turn on the same text."""
+    for t in texts[:10]:
+        first.score([t])
+        second.score([t])
+    out: tuple[list[float], list[float]] = ([], [])
+    for i in range(repeats):
+        t = texts[i % len(texts)]
+        for scorer, times in ((first, out[0]), (second, out[1])) if i % 2 else (
+            (second, out[1]), (first, out[0])
+        ):
+            start = time.perf_counter()
+            scorer.score([t])
+            times.append((time.perf_counter() - start) * 1000)
+    return out
+
+
 def throughput(scorer: Scorer, texts: list[str], batched: bool) -> float:
     start = time.perf_counter()
     if batched:
@@ -66,6 +87,8 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=default_model_dir())
     parser.add_argument("--fp32", type=Path, default=FP32)
     parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--against", type=Path, default=None,
+                        help="A second model folder, timed interleaved with the first.")
     args = parser.parse_args()
     model_dir: Path = args.model_dir
 
@@ -97,6 +120,19 @@ def main() -> None:
         print(f"  {threads} thread(s): unbatched {unbatched:6.1f} req/s, batched (32, sorted by "
               f"length) {batched:6.1f} req/s, x{batched / unbatched:.2f}; "
               f"tokens mean {np.mean(tokens):.0f}, p50 {np.median(tokens):.0f}")
+
+    against: Path | None = args.against
+    if against is not None:
+        print(f"\nbatch 1, 1 thread, interleaved: {model_dir.name} against {against} "
+              f"({(against / 'model.onnx').stat().st_size / 2**20:.1f} MiB):")
+        for n in (32, 64, 128):
+            a = Scorer.load(model_dir, threads=1, max_tokens=n)
+            b = Scorer.load(against, threads=1, max_tokens=n)
+            ms_a, ms_b = latency_pair(a, b, long_texts, args.repeats)
+            print(f"  {n:3d} tokens: first {percentiles(ms_a)} | second {percentiles(ms_b)}")
+        for label, directory in (("first", model_dir), ("second", against)):
+            two = Scorer.load(directory, threads=2)
+            print(f"  {label}: 2 threads batched sample {throughput(two, texts, True):6.1f} req/s")
 
     fp32: Path = args.fp32
     if fp32.is_file():

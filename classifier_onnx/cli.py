@@ -92,6 +92,16 @@ def train(
         typer.Option(help="Weight of a source adversary with reversed gradient: the encoder "
                      "learns to hide which source a row came from within its category; 0: off."),
     ] = 0.0,
+    ffn_dim: Annotated[
+        int,
+        typer.Option(help="Prune every layer's feed-forward block to N neurons before "
+                     "fine-tuning (1536 in the base; 0: keep all): a faster model."),
+    ] = 0,
+    linear_probe: Annotated[
+        int,
+        typer.Option(help="Epochs of fitting the head on the frozen encoder before "
+                     "fine-tuning everything (LP-FT); 0: off."),
+    ] = 0,
 ) -> None:
     """Fine-tune the classifier on CPU (or whatever torch finds)."""
     from classifier_onnx.training.train import train as run
@@ -102,7 +112,8 @@ def train(
               seed=seed, init_seed=init_seed, layers=layers or None, teacher=teacher,
               distill_weight=distill_weight, temperature=temperature,
               format_noise=format_noise, tool_noise=tool_noise,
-              source_adversary=source_adversary))
+              source_adversary=source_adversary, ffn_dim=ffn_dim or None,
+              linear_probe=linear_probe))
 
 
 @app.command("forms")
