@@ -504,6 +504,16 @@ NOTES = (
     "report as agent, test 0.687. Nothing shipped. As with pruning, held-out rose and the "
     "untouched sources did not follow: after many stops of choosing recipes on them, the "
     "held-out sources no longer predict generalisation to new ones.",
+    "Soups of the plain and LP-FT runs above (2026-12-04, no training; rule fixed before "
+    "they existed: the same qualification, and a test bar raised to 0.700 because this was "
+    "the third soup family of the day): plain seed 13 with LP-FT seed 13 held-out 0.906, "
+    "test 0.694, the double charge and the bug report as agent (2 of 4); plain seed 18 with"
+    " LP-FT seed 13 0.900, test 0.661, the bug report code but at 0.34 (3 of 4); plain "
+    "seeds 13 and 18 with LP-FT seed 13 0.911, test 0.658, the bug report as agent at 0.45 "
+    "(3 of 4). None qualified. All six soups of the day scored above each of their "
+    "ingredients on the held-out sources (0.885-0.914) and 0.658-0.694 on the untouched "
+    "ones, around the shipped model's 0.689; in four of the six the prose bug report went "
+    "to agent.",
 )
 
 
