@@ -24,20 +24,16 @@ def encoder_features(
     model: Any, tokenizer: Any, texts: list[str], max_tokens: int = 128, batch_size: int = 64
 ) -> Any:
     """The encoder's last-layer [CLS] vector for every text, in order (no dropout)."""
-    import torch
+    from classifier_onnx.training.train import outputs_in_order
 
     started = time.perf_counter()
     was_training = model.training
     model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = torch.zeros(len(texts), model.config.dim)
     try:
-        with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                enc = tokenizer([texts[i] for i in chunk], truncation=True,
-                                max_length=max_tokens, padding=True, return_tensors="pt")
-                out[chunk] = model.distilbert(**enc).last_hidden_state[:, 0]
+        out = outputs_in_order(
+            lambda enc: model.distilbert(**enc).last_hidden_state[:, 0], tokenizer, texts,
+            model.config.dim, max_tokens, batch_size,
+        )
     finally:
         model.train(was_training)
     logger.info("encoder features for %d rows (%.0f s)", len(texts), time.perf_counter() - started)

