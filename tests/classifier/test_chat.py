@@ -71,10 +71,9 @@ def test_sample_order_is_a_hash_of_the_id_not_the_file_order() -> None:
 def test_the_shipped_labels() -> None:
     rows = read_labels()
     ids = [i for i, _, _ in rows]
-    assert len(rows) == 600 and len(set(ids)) == 600
-    assert Counter(s for _, _, s in rows) == {"train": 400, "eval": 200}
-    # The first 400 in sample order train, the last 200 evaluate.
-    assert [s for _, _, s in rows] == ["train"] * 400 + ["eval"] * 200
+    assert len(rows) == 1000 and len(set(ids)) == 1000
+    # Positions 400-599 in sample order evaluate, the rest train.
+    assert [s for _, _, s in rows] == ["train"] * 400 + ["eval"] * 200 + ["train"] * 400
     counts = Counter(c for _, c, _ in rows)
     assert set(counts) == set(CATEGORIES)
     assert counts["general"] > counts["code"] > counts["simple"] > counts["reasoning"]
