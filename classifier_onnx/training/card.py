@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from classifier_onnx.training.data import load_jsonl
 from classifier_onnx.training.evaluate import SPLITS, TITLES
 
 DEFINITIONS_TEMPLATE = """\
@@ -564,8 +565,7 @@ def _chat_paragraph(data_dir: Path) -> list[str]:
     for split in ("train", "eval"):
         path = data_dir / f"chat_{split}.jsonl"
         if path.exists():
-            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-            counts[split] = dict(Counter(r["category"] for r in rows))
+            counts[split] = dict(Counter(r["category"] for r in load_jsonl(path)))
     if not counts:
         return []
     return [

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from classifier_onnx.training.data import (
     Package,
     Source,
     _augment,
+    _norm,
     complexity_label,
     download,
     open_archive,
@@ -65,10 +65,6 @@ def _english(text: str) -> bool:
     return sum(c.isascii() for c in text) >= 0.97 * len(text)
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"\W+", " ", text.lower()).strip()
-
-
 def first_turns(text: str) -> dict[str, str]:
     """id -> the first human message, for conversations that open with one: English, 8..1500
     characters, the first of any with the same normalised text."""
@@ -89,7 +85,7 @@ def first_turns(text: str) -> dict[str, str]:
     return out
 
 
-def sample_ids(turns: dict[str, str], n: int = 600, seed: int = 13) -> list[str]:
+def sample_ids(turns: dict[str, str], n: int = 1000, seed: int = 13) -> list[str]:
     """The labelled sample: ids ordered by sha256 of ``"sharegpt-{seed}:" + id``."""
     def rank(i: str) -> str:
         return hashlib.sha256(f"sharegpt-{seed}:{i}".encode()).hexdigest()
@@ -123,6 +119,9 @@ def chat_rows(
     lengths = sorted(len(turns[i]) for i, _, _ in labels)
     median = float(lengths[len(lengths) // 2])
     rng = random.Random(f"{seed}:{SOURCE}")
+    sources = {
+        c: Source(SOURCE, PACKAGE.name, c, base, lambda _: iter(())) for c, base in BASE.items()
+    }
     out: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
     for ident, category, split in labels:
         messages = [{"role": "user", "content": turns[ident]}]
@@ -130,13 +129,12 @@ def chat_rows(
         if split == "train":
             messages, tools, turn = _augment(rng, (messages, 0, 1, 0.0), category)
         text = render_request(messages, tools=tools, turn=turn)
-        source = Source(SOURCE, PACKAGE.name, category, BASE[category], lambda _: iter(()))
         out[split].append({
             "messages": messages,
             "tools": tools,
             "turn": turn,
             "category": category,
-            "complexity": complexity_label(source, 0.0, len(text), median),
+            "complexity": complexity_label(sources[category], 0.0, len(text), median),
             "source": SOURCE,
             "id": ident,
         })
