@@ -543,10 +543,11 @@ NOTES = (
     "with the 800 chat rows.",
     "Real chat rows, a third seed (2026-12-04, a later stop, torch 2.15, 0.2.0's recipe, seed 14,"
     " `--init-seed 13`, scored with the Scorer's own length-grouped batches, which give 0.2.0 "
-    "held-out 0.873, test 0.691 and real-chat accuracy 0.545). The rule of the note above for "
+    "held-out 0.873, test 0.6905 and real-chat accuracy 0.545). The rule of the note above for "
     "this seed (written before it was trained) was to ship the soup of the 800-row runs of seeds "
     "13, 18 and 14 if the seed-14 pair and the three-seed mean held up; the seed-13 and seed-18 "
-    "checkpoints were gone and a run took 30 minutes on this VM (0.2.0's took 13), so that soup "
+    "checkpoints were gone and a run took 36 minutes on this VM (2,143-2,148 s of training; "
+    "0.2.0's 803 s), so that soup "
     "could not be built in one stop, and a fallback fixed before scoring made the seed-14 run "
     "alone the candidate, under the single-run test bar of 0.689. Held-out macro-F1 / mission "
     "examples / real-chat accuracy (macro-F1) / test macro-F1: with the 800 chat rows 0.889 / 4 "
