@@ -108,10 +108,20 @@ def train(
         typer.Option(help="Epochs of fitting the head on the frozen encoder before "
                      "fine-tuning everything (LP-FT); 0: off."),
     ] = 0,
+    device: Annotated[
+        str,
+        typer.Option(help="Where to train: cpu (reproducible anywhere), cuda, cuda:N, mps, or "
+                     "auto (cuda when torch sees one)."),
+    ] = "cpu",
 ) -> None:
-    """Fine-tune the classifier on CPU (or whatever torch finds)."""
+    """Fine-tune the classifier (on the CPU unless --device says otherwise)."""
     from classifier_onnx.training.train import train as run
+    from classifier_onnx.training.train import training_device
 
+    try:
+        training_device(device)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from exc
     _logging()
     _echo(run(data, out, base=base, extra=extra or [], epochs=epochs, batch_size=batch_size,
               lr=lr, max_tokens=max_tokens, max_steps=max_steps or None, limit=limit or None,
@@ -119,7 +129,7 @@ def train(
               distill_weight=distill_weight, temperature=temperature,
               format_noise=format_noise, tool_noise=tool_noise,
               source_adversary=source_adversary, ffn_dim=ffn_dim or None,
-              linear_probe=linear_probe))
+              linear_probe=linear_probe, device=device))
 
 
 @app.command("forms")

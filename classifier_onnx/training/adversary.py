@@ -80,7 +80,8 @@ class SourceAdversary(nn.Module):
         single source (nothing to tell apart) add nothing.
         """
         target = torch.tensor(
-            [self.index.get((str(r.get("category")), str(r.get("source"))), -100) for r in rows]
+            [self.index.get((str(r.get("category")), str(r.get("source"))), -100) for r in rows],
+            device=features.device,
         )
         keep = (target >= 0) & (category >= 0)
         if not bool(keep.any()):

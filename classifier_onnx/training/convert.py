@@ -145,3 +145,30 @@ def load_base_for_classification(
         model.distilbert.transformer.n_layers = layers
         model.config.n_layers = layers
     return model, tokenizer
+
+
+def random_base(
+    folder: Path, *, layers: int = 6, dim: int = 384, heads: int = 12, ffn_dim: int = 1536,
+    seed: int = 0,
+) -> str:
+    """Write a randomly initialised DistilBERT (all-MiniLM-L6-v2's shape by default) with the
+    shipped model's tokenizer to ``folder``; return it as a ``train --base`` value.
+
+    For what does not depend on the weights' values (a training step's time, the device
+    code) where the base-weights package is not installed."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertModel, PreTrainedTokenizerFast
+
+    from classifier_onnx.scorer import default_model_dir
+
+    torch.manual_seed(seed)
+    config = DistilBertConfig(  # type: ignore[no-untyped-call]
+        vocab_size=30522, max_position_embeddings=512, dim=dim, n_heads=heads,
+        hidden_dim=ffn_dim, n_layers=layers, activation="gelu",
+    )
+    DistilBertModel(config).save_pretrained(folder)
+    PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_file=str(default_model_dir() / "tokenizer.json"), unk_token="[UNK]",
+        pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+    ).save_pretrained(folder)
+    return str(folder)

@@ -51,6 +51,35 @@ def _batches(
     return batches
 
 
+def training_device(name: str) -> Any:
+    """The ``torch.device`` to train on: ``cpu`` (the default, reproducible on any machine),
+    ``cuda``/``cuda:N``/``mps``, or ``auto`` (CUDA when torch sees it, else the CPU).
+
+    Raises ``ValueError`` for a device torch cannot use here, rather than failing at the
+    first batch."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown training device {name!r}: {exc}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"training device {name!r}: torch sees no CUDA device here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"training device {name!r}: torch sees {torch.cuda.device_count()} CUDA "
+                "device(s)"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"training device {name!r}: torch sees no MPS device here")
+    elif dev.type not in {"cpu", "cuda", "mps"}:
+        raise ValueError(f"training device {name!r}: use cpu, cuda[:N], mps or auto")
+    return dev
+
+
 def distilled_complexity(label: Any, category: Any, teacher_logit: Any, weight: float) -> Any:
     """The complexity target under distillation: ``weight`` of the teacher's score, the rest
     the label's. Rows from ``learn`` (no category, ``-100``) correct the teacher's
@@ -124,6 +153,7 @@ def train(
     source_adversary: float = 0.0,
     ffn_dim: int | None = None,
     linear_probe: int = 0,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train on ``data_dir/train.jsonl`` (+ ``extra`` JSONL files, e.g. from ``learn``).
 
@@ -154,6 +184,10 @@ def train(
     fine-tuning everything (LP-FT, :mod:`classifier_onnx.training.probe`), so the first
     steps do not bend the pretrained features to a random head.
 
+    ``device`` (:func:`training_device`) is where the steps run; the base model, the head's
+    initial weights and the data order are made on the CPU whatever the device, so only the
+    arithmetic (and dropout's random stream) differs between devices.
+
     ``init_seed`` (default: ``seed``) fixes the classification head's initial weights apart
     from ``seed``, which then changes only the data order and dropout: checkpoints trained
     with one ``init_seed`` can be averaged into a soup (``classifier_onnx.training.soup``).
@@ -168,6 +202,7 @@ def train(
     from classifier_onnx.training.augment import vary_format
     from classifier_onnx.training.convert import load_base_for_classification
 
+    dev = training_device(device)
     head_seed = seed if init_seed is None else init_seed
     torch.manual_seed(head_seed)
     rng = random.Random(seed)
@@ -218,6 +253,9 @@ def train(
                  if r.get("category") and r.get("source")],
                 CATEGORIES,
             )
+    model.to(dev)
+    if adversary is not None:
+        adversary.to(dev)
     model.config.id2label = dict(enumerate(LABELS))
     model.config.label2id = {label: i for i, label in enumerate(LABELS)}
 
@@ -228,7 +266,7 @@ def train(
             max_length=max_tokens,
             padding=True,
             return_tensors="pt",
-        )
+        ).to(dev)
 
     encoded = tokenizer(texts, truncation=True, max_length=max_tokens)["input_ids"]
     lengths = [len(ids) for ids in encoded]
@@ -241,7 +279,7 @@ def train(
     )
 
     teacher_logits = (
-        _teacher_logits(teacher, texts, max_tokens, batch_size=64) if teacher else None
+        _teacher_logits(teacher, texts, max_tokens, batch_size=64).to(dev) if teacher else None
     )
     # The labels' share of the category loss: all of it without a teacher.
     hard = 1.0 - distill_weight if teacher_logits is not None else 1.0
@@ -258,9 +296,9 @@ def train(
             enc = encode(batch_rows)
             # Rows from ``learn`` may carry no category (-100): they teach complexity only.
             target_cat = torch.tensor(
-                [cat_index.get(r.get("category") or "", -100) for r in batch_rows]
+                [cat_index.get(r.get("category") or "", -100) for r in batch_rows], device=dev
             )
-            target_cx = torch.tensor([float(r["complexity"]) for r in batch_rows])
+            target_cx = torch.tensor([float(r["complexity"]) for r in batch_rows], device=dev)
             out = model(**enc, output_hidden_states=adversary is not None)
             logits = out.logits
             if teacher_logits is not None:
@@ -276,7 +314,7 @@ def train(
                     log_target=True,
                 )
             else:
-                loss = torch.zeros(())
+                loss = torch.zeros((), device=dev)
             loss = loss + complexity_weight * F.mse_loss(
                 torch.sigmoid(logits[:, -1]), target_cx
             )
@@ -326,6 +364,7 @@ def train(
         **({"tool_noise": tool_noise} if tool_noise else {}),
         **({"source_adversary": source_adversary} if source_adversary else {}),
         **({"linear_probe_epochs": linear_probe} if linear_probe else {}),
+        **({"device": str(dev)} if dev.type != "cpu" else {}),
         **(
             {"teacher": str(teacher), "distill_weight": distill_weight,
              "temperature": temperature}
