@@ -19,7 +19,7 @@ from classifier_onnx.features import CATEGORIES
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "0.2.0"
+MODEL_VERSION = "0.4.0"
 
 
 def export_fp32(checkpoint: Path, work_dir: Path) -> Path:
