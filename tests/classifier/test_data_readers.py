@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from classifier_onnx.training.data import (
+    MORE_SOURCES,
     PACKAGES,
     SOURCES,
     TEST_SOURCES,
@@ -101,6 +102,23 @@ def test_test_sources_are_apart_from_the_training_and_held_out_ones() -> None:
     # Every category is measured on sources of its own.
     assert {s.category for s in TEST_SOURCES} == {"simple", "general", "reasoning", "code",
                                                    "agent"}
+
+
+def test_more_sources_are_new_training_sources_read_after_the_evaluation_ones() -> None:
+    import inspect
+
+    from classifier_onnx.training.data import build_data
+
+    names = [s.name for s in MORE_SOURCES]
+    assert len(names) == len(set(names))
+    assert not set(names) & {s.name for s in SOURCES + TEST_SOURCES}
+    assert not any(s.heldout or s.test for s in MORE_SOURCES)
+    assert {s.category for s in MORE_SOURCES} <= {"simple", "general", "reasoning", "code",
+                                                  "agent"}
+    # Deduplication keeps the first copy of a text: the evaluation splits come first, so a
+    # row a new source shares with them is dropped from the new source, not from them.
+    default = inspect.signature(build_data).parameters["sources"].default
+    assert default == SOURCES + TEST_SOURCES + MORE_SOURCES
 
 
 @pytest.mark.slow
