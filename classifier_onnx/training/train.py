@@ -210,8 +210,11 @@ def train(
     if threads:
         torch.set_num_threads(threads)
     rows = load_jsonl(data_dir / "train.jsonl")
+    extra_files: list[dict[str, Any]] = []
     for path in extra or []:
-        rows.extend(load_jsonl(path))
+        added = load_jsonl(path)
+        rows.extend(added)
+        extra_files.append({"file": path.name, "rows": len(added)})
     if limit:
         rows = rows[:limit]
     val_rows = load_jsonl(data_dir / "val.jsonl") if (data_dir / "val.jsonl").exists() else []
@@ -360,6 +363,7 @@ def train(
         "max_tokens": max_tokens,
         "seed": seed,
         "init_seed": head_seed,
+        **({"extra": extra_files} if extra_files else {}),
         **({"format_noise": format_noise} if format_noise else {}),
         **({"tool_noise": tool_noise} if tool_noise else {}),
         **({"source_adversary": source_adversary} if source_adversary else {}),

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io
 import json
 import tarfile
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from classifier_onnx.training.data import (
+    MORE_SOURCES,
     PACKAGES,
     SOURCES,
     TEST_SOURCES,
     Package,
+    SourceUnavailable,
     bigbench_reader,
     download,
     open_archive,
@@ -101,6 +106,22 @@ def test_test_sources_are_apart_from_the_training_and_held_out_ones() -> None:
     # Every category is measured on sources of its own.
     assert {s.category for s in TEST_SOURCES} == {"simple", "general", "reasoning", "code",
                                                    "agent"}
+
+
+def test_more_sources_are_new_training_sources_read_after_the_evaluation_ones() -> None:
+    import inspect
+
+    from classifier_onnx.training.data import build_data
+
+    names = [s.name for s in MORE_SOURCES]
+    assert len(names) == len(set(names))
+    assert not set(names) & {s.name for s in SOURCES + TEST_SOURCES}
+    assert not any(s.heldout or s.test for s in MORE_SOURCES)
+    assert {s.category for s in MORE_SOURCES} <= {"simple", "general", "reasoning", "code",
+                                                  "agent"}
+    # The default is what the shipped model was trained on; MORE_SOURCES is opt-in.
+    default = inspect.signature(build_data).parameters["sources"].default
+    assert default == SOURCES + TEST_SOURCES
 
 
 @pytest.mark.slow
@@ -201,6 +222,81 @@ def test_sdist_with_another_digest_is_refused(tmp_path: Path) -> None:
     assert list(cache.iterdir()) == []   # nothing half-written is left to be trusted later
 
 
+@pytest.fixture
+def refusing_server() -> Iterator[str]:
+    """A real local HTTP server that answers every request 403, as a package host may."""
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the handler's API
+            self.send_error(403, "Forbidden")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/packages/bigbench-1.0.0.tar.gz"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_unreachable_sdist_says_which_file_to_put_where(
+    tmp_path: Path, refusing_server: str
+) -> None:
+    digest = "1" * 64
+    package = Package("bigbench", "1.0.0", "Apache-2.0", sdist_url=refusing_server,
+                      sha256=digest)
+    cache = tmp_path / "cache"
+    with pytest.raises(SourceUnavailable) as caught:
+        download([package], cache)
+    message = str(caught.value)
+    assert "bigbench==1.0.0" in message and "403" in message
+    assert refusing_server in message and digest in message
+    assert str(cache / "bigbench-1.0.0.tar.gz") in message
+    assert list(cache.iterdir()) == []  # no partial file left behind
+
+    # Doing what the message says is enough: the file put there is used without a download.
+    served = tmp_path / "bigbench-1.0.0.tar.gz"
+    package = Package("bigbench", "1.0.0", "Apache-2.0", sdist_url=refusing_server,
+                      sha256=_bigbench_tar(served))
+    served.replace(cache / served.name)
+    assert download([package], cache) == {"bigbench": cache / served.name}
+
+
+def test_missing_wheel_is_a_clear_error(tmp_path: Path) -> None:
+    # A version no index serves: pip fails, and the error names the wheel to supply.
+    package = Package("chitchat-dataset", "0.0.0.dev424242", "MIT")
+    with pytest.raises(SourceUnavailable, match=r"chitchat-dataset==0\.0\.0\.dev424242.*"
+                       r"chitchat_dataset-0\.0\.0\.dev424242-\*\.whl"):
+        download([package], tmp_path)
+
+
+def test_build_data_command_reports_an_unreachable_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusing_server: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from classifier_onnx.cli import app
+    from classifier_onnx.training import data
+
+    # Only BIG-bench tasks, served by the refusing host: nothing else is downloaded first.
+    bigbench = Package("bigbench", "1.0.0", "Apache-2.0", sdist_url=refusing_server,
+                       sha256="2" * 64)
+    monkeypatch.setitem(data.PACKAGES, "bigbench", bigbench)
+    only = tuple(s for s in SOURCES + TEST_SOURCES if s.name.startswith("bigbench/"))
+    real_build = data.build_data
+    monkeypatch.setattr(data, "build_data",
+                        lambda out, cache, **kw: real_build(out, cache, **{**kw, "sources": only}))
+    result = CliRunner().invoke(app, ["build-data", "--out", str(tmp_path / "data"),
+                                      "--cache", str(tmp_path / "pkgs"), "--no-chat"])
+    assert result.exit_code == 1
+    assert "error: bigbench==1.0.0: could not download" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_known_misses_come_from_the_held_out_scores() -> None:
     from classifier_onnx.training.card import NOTES, _known_misses
 
@@ -226,3 +322,33 @@ def test_shipped_card_carries_every_note() -> None:
 
     card = (default_model_dir() / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert [note for note in NOTES if f"- {note}\n" not in card] == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "with_more"),
+    [([], False), (["--no-more-sources"], False), (["--more-sources"], True)],
+)
+def test_build_data_command_chooses_the_source_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: list[str], with_more: bool
+) -> None:
+    """`build-data` rebuilds the shipped model's data; `--more-sources` adds MORE_SOURCES
+    after the evaluation sources. Deduplication keeps the first copy of a text, so a row a new
+    source shares with the held-out or test splits is dropped from the new source, and those
+    splits stay the same either way."""
+    from typer.testing import CliRunner
+
+    from classifier_onnx.cli import app
+    from classifier_onnx.training import data
+
+    chosen: list[tuple[object, ...]] = []
+
+    def fake_build(out: Path, cache: Path, **kwargs: object) -> dict[str, object]:
+        chosen.append(kwargs["sources"])  # type: ignore[arg-type]
+        return {"splits": {}}
+
+    monkeypatch.setattr(data, "build_data", fake_build)
+    monkeypatch.setattr(data, "write_sample", lambda *a, **k: 0)
+    result = CliRunner().invoke(app, ["build-data", "--out", str(tmp_path), "--no-chat", *flag])
+    assert result.exit_code == 0, result.output
+    expected = SOURCES + TEST_SOURCES + (MORE_SOURCES if with_more else ())
+    assert chosen == [expected]

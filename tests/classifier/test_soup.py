@@ -27,8 +27,9 @@ def _checkpoint(path: Path, seed: int, init_seed: int, layers: int = 1) -> Path:
                               max_position_embeddings=16, num_labels=6)
     DistilBertForSequenceClassification(config).save_pretrained(path)
     (path / "tokenizer.json").write_text("{}")
-    (path / "train_summary.json").write_text(
-        json.dumps({"seed": seed, "init_seed": init_seed, "train_seconds": 1.5}))
+    (path / "train_summary.json").write_text(json.dumps({
+        "seed": seed, "init_seed": init_seed, "train_seconds": 1.5,
+        "extra": [{"file": "chat_train.jsonl", "rows": 800 + seed}]}))
     return path
 
 
@@ -49,6 +50,10 @@ def test_soup_is_the_mean_of_its_ingredients(tmp_path: Path) -> None:
             assert torch.allclose(tensor, expected, atol=1e-6), key
     assert not torch.equal(mean["classifier.weight"], states[0]["classifier.weight"])
     assert [s["seed"] for s in summary["soup"]] == [0, 1, 2]
+    # Ingredients are named by their folder, not by where they lay on the training machine,
+    # and each keeps the extra rows it was trained on.
+    assert [s["checkpoint"] for s in summary["soup"]] == ["s0", "s1", "s2"]
+    assert [s["extra"][0]["rows"] for s in summary["soup"]] == [800, 801, 802]
     assert summary["train_seconds"] == 4.5
     assert (tmp_path / "soup" / "tokenizer.json").read_text() == "{}"
     assert (tmp_path / "soup" / "config.json").is_file()

@@ -114,11 +114,15 @@ def test_training_runs_on_the_chosen_device(
     common = {"base": random_base, "epochs": 1, "batch_size": 4, "max_tokens": 16,
               "lr": 1e-3}
     train(small_data, tmp_path / "teacher", max_steps=1, **common)  # type: ignore[arg-type]
+    learned = tmp_path / "learned.jsonl"  # rows from `learn`, trained on beside the base data
+    learned.write_text((small_data / "train.jsonl").read_text().split("\n", 1)[0] + "\n")
     summary = train(
         small_data, tmp_path / "student", device="auto", max_steps=6,
         teacher=tmp_path / "teacher", source_adversary=0.5, format_noise=0.5, tool_noise=0.5,
-        **common,  # type: ignore[arg-type]
+        extra=[learned], **common,  # type: ignore[arg-type]
     )
+    assert summary["extra"] == [{"file": "learned.jsonl", "rows": 1}]
+    assert summary["examples"] == sum(len(t) for t in PROMPTS.values()) + 1
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert summary.get("device", "cpu").split(":")[0] == expected
     assert summary["steps"] == 6 and 0.0 <= summary["val_accuracy"] <= 1.0
