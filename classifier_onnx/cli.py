@@ -230,13 +230,21 @@ def export(
     from classifier_onnx.training.data import load_jsonl
     from classifier_onnx.training.export import export as run
 
-    _logging()
+    if not (checkpoint / "config.json").is_file():
+        raise typer.BadParameter(
+            f"{checkpoint} is not a checkpoint: it has no config.json (`train` or `soup` "
+            "writes one)", param_hint="--checkpoint")
     rows = []
     for split in ("heldout", "val"):
         if (data / f"{split}.jsonl").exists():
             rows.extend(load_jsonl(data / f"{split}.jsonl"))
+    if not rows:
+        raise typer.BadParameter(
+            f"{data} has no heldout.jsonl or val.jsonl rows to check the int8 model against "
+            "fp32 with", param_hint="--data")
     if check_limit:
         rows = rows[:check_limit]
+    _logging()
     target = model_dir or default_model_dir()
     val = data / "val.jsonl"
     result = run(checkpoint, target, work, max_tokens=max_tokens, check_rows=rows,

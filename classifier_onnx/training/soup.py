@@ -38,6 +38,15 @@ def _summary(checkpoint: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _weights(checkpoint: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    path = checkpoint / "model.safetensors"
+    if not path.is_file():
+        raise SoupError(f"{checkpoint} is not a checkpoint: it has no model.safetensors")
+    return load_file(str(path))
+
+
 def _write_checkpoint(
     out_dir: Path, state: dict[str, Any], like: Path, summary: dict[str, Any]
 ) -> None:
@@ -61,7 +70,6 @@ def soup(checkpoints: list[Path], out_dir: Path) -> dict[str, Any]:
     initialisations (their ``init_seed`` differs).
     """
     import torch
-    from safetensors.torch import load_file
 
     if len(checkpoints) < 2:
         raise SoupError(f"a soup needs at least two checkpoints, got {len(checkpoints)}")
@@ -73,7 +81,7 @@ def soup(checkpoints: list[Path], out_dir: Path) -> dict[str, Any]:
             f"checkpoints start from different head initialisations (init seeds {seeds}): "
             "train them with one --init-seed"
         )
-    states = [load_file(str(c / "model.safetensors")) for c in checkpoints]
+    states = [_weights(c) for c in checkpoints]
     first = states[0]
     for checkpoint, state in zip(checkpoints[1:], states[1:], strict=True):
         if state.keys() != first.keys() or any(
@@ -133,12 +141,11 @@ def wise_ft(
     base recorded in the checkpoint's ``train_summary.json``, cut to its layer count.
     """
     import torch
-    from safetensors.torch import load_file
 
     if not 0.0 <= alpha <= 1.0:
         raise SoupError(f"alpha must lie in [0, 1], got {alpha}")
     summary = _summary(checkpoint)
-    tuned = load_file(str(checkpoint / "model.safetensors"))
+    tuned = _weights(checkpoint)
     start = start if start is not None else _start_state(summary)
     encoder = [k for k in tuned if k.startswith("distilbert.")]
     missing = [k for k in encoder if k not in start or start[k].shape != tuned[k].shape]

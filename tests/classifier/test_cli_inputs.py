@@ -46,6 +46,10 @@ def test_evaluate_on_a_folder_without_splits_keeps_the_card(tmp_path: Path) -> N
         (["soup", "{tmp}/a", "{tmp}/b"], "'checkpoints': dir '{tmp}/a' does not exist"),
         (["wise", "{tmp}/a"], "'checkpoint': dir '{tmp}/a' does not exist"),
         (["learn", "{tmp}/r.jsonl"], "'records': file '{tmp}/r.jsonl' does not exist"),
+        (["export", "--checkpoint", "{tmp}", "--data", "{tmp}"],
+         "{tmp} is not a checkpoint: it has no config.json"),
+        (["soup", "{tmp}", "{tmp}"], "{tmp} is not a checkpoint: it has no model.safetensors"),
+        (["wise", "{tmp}"], "{tmp} is not a checkpoint: it has no model.safetensors"),
         (["calibrate", "--data", "{tmp}/nope"], "'--data': dir '{tmp}/nope' does not exist"),
     ],
 )
@@ -56,3 +60,17 @@ def test_missing_inputs_are_refused_by_name(
     assert code == 2, output
     assert message.format(tmp=tmp_path) in output
     assert "Traceback" not in output
+
+
+def test_export_needs_rows_to_check_int8_against_fp32(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "ck"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"category": "simple"}\n')  # not a check split
+    code, output = _run("export", "--checkpoint", str(checkpoint), "--data", str(data),
+                        "--model-dir", str(tmp_path / "model"), "--work", str(tmp_path / "w"))
+    assert code == 2
+    assert f"{data} has no heldout.jsonl or val.jsonl rows to check the int8 model" in output
+    assert not (tmp_path / "model").exists() and not (tmp_path / "w").exists()
