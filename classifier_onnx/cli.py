@@ -284,16 +284,15 @@ def evaluate(
 ) -> None:
     """Write the evaluation report (markdown + PNGs) for held-out and in-source data."""
     from classifier_onnx.training.card import write_card
+    from classifier_onnx.training.evaluate import NothingToEvaluate
     from classifier_onnx.training.evaluate import evaluate as run
-    from classifier_onnx.training.evaluate import missing_splits_error
 
-    # Checked before anything is written: an empty report would replace the model's card.
-    problem = missing_splits_error(data)
-    if problem:
-        raise typer.BadParameter(problem, param_hint="--data")
     _logging()
     target = model_dir or default_model_dir()
-    report = run(target, data, out, model_file=model_file, threads=threads)
+    try:  # refused before anything is written: an empty report would replace the card
+        report = run(target, data, out, model_file=model_file, threads=threads)
+    except NothingToEvaluate as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from exc
     if card:
         write_card(target, data, checkpoint, work, report)
     summary = {k: {m: v[m] for m in ("rows", "accuracy", "macro_f1")}

@@ -176,12 +176,8 @@ def latency(scorer: Any, texts: list[str], repeats: int = 200) -> dict[str, floa
     return {f"p{q}": round(float(np.percentile(arr, q)), 2) for q in (50, 95, 99)}
 
 
-def missing_splits_error(data_dir: Path) -> str | None:
-    """Why ``data_dir`` cannot be evaluated (no split file with rows), or None."""
-    names = [f"{split}.jsonl" for split, _ in SPLITS]
-    if any((data_dir / n).is_file() and (data_dir / n).stat().st_size for n in names):
-        return None
-    return f"{data_dir} holds none of {', '.join(names)} with rows: nothing to evaluate"
+class NothingToEvaluate(ValueError):
+    """The data folder holds no split file with rows."""
 
 
 def evaluate(
@@ -198,9 +194,10 @@ def evaluate(
     from classifier_onnx.training.data import load_jsonl
     from classifier_onnx.training.train import example_text
 
-    problem = missing_splits_error(data_dir)
-    if problem:
-        raise ValueError(problem)
+    names = [f"{split}.jsonl" for split, _ in SPLITS]
+    if not any((data_dir / n).is_file() and (data_dir / n).stat().st_size for n in names):
+        raise NothingToEvaluate(
+            f"{data_dir} holds none of {', '.join(names)} with rows: nothing to evaluate")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     scorer = Scorer.load(model_dir, model_file=model_file, threads=threads)
